@@ -1,0 +1,1 @@
+"""portfolio_state.daemon."""

@@ -1,0 +1,641 @@
+"""The engine: the single writer. A drained batch of frames in; replies and events out.
+
+Owns: ``Engine.handle`` (decode -> idempotency -> kernels, one call per run of
+same-kind commands -> replies -> coalesced events) and the command handlers.
+Runs on: the event-loop thread, synchronously (no awaits: a batch is applied
+whole before the loop does anything else). Imports: numpy, msgspec, daemon,
+transport, kernels.
+
+Order: commands apply in arrival order. Consecutive position updates (single,
+batch and column frames alike) are concatenated into one ``apply_trades_nb``
+call; any other command ends the run. Within a batch a repeated key is answered
+from its first occurrence.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import msgspec
+import numpy as np
+
+from portfolio_state.kernels import (
+    EXPOSURE_TYPE_NAMES,
+    REASON_NAMES,
+    CashFlowType,
+    PositionStatus,
+    Reason,
+    TradeKind,
+)
+from portfolio_state.persistence.journal import COMMAND, FEED_FX, FEED_PRICES, RUN, JournalError
+from portfolio_state.kernels.views import cents
+from portfolio_state.transport import messages as m
+from portfolio_state.transport.codec import Codec
+
+from . import queries
+from .book import Book, BookError, Capacity
+from .config import Settings
+from .events import EventBuilder
+from .idempotency import IdempotencyWindow
+
+log = logging.getLogger("pstate.engine")
+
+TRADE_CMDS = (m.PositionUpdateRequest, m.PositionUpdateBatch, m.PositionUpdateColumns)
+KIND = {name: getattr(TradeKind, name) for name in TradeKind._fields}
+FLOW = {name: getattr(CashFlowType, name) for name in CashFlowType._fields}
+STATUS = {name: getattr(PositionStatus, name) for name in PositionStatus._fields}
+MESSAGES = m.ERROR_CODES
+
+
+def _err(code: str, key: str | None = None, message: str | None = None) -> m.ErrorReply:
+    return m.ErrorReply(code=code, message=message or MESSAGES.get(code, code), key=key)
+
+
+class _Item:
+    """One decoded command of the batch, waiting for its reply."""
+
+    __slots__ = ("idx", "cmd", "is_json", "digest", "reply", "lo", "hi", "body")
+
+    def __init__(self, idx, cmd, is_json, digest, body=b""):
+        self.idx, self.cmd, self.is_json, self.digest, self.body = idx, cmd, is_json, digest, body
+        self.reply = None
+        self.lo = self.hi = 0
+
+
+class Engine:
+    def __init__(self, settings: Settings = Settings(), book: Book | None = None):
+        bc = settings.book
+        self.settings = settings
+        self.book = book or Book(Capacity(portfolios=bc.portfolios, slots=bc.slots, instruments=bc.instruments),
+                                 pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir)
+        self.codec = Codec()
+        self.window = IdempotencyWindow(settings.engine.idempotency_window)
+        self.max_bytes = settings.transport.max_message_bytes
+        self.events_on = settings.engine.events
+        self.events = EventBuilder(self.book, settings.engine.revaluation_events)
+        self.accepting = True
+        self.journal = None          # a persistence.journal.JournalWriter, or None (no durability)
+        self.last_seq = 0            # journal sequence of the last record this engine wrote or replayed
+        self.last_recv_ns = 0        # receive time of the last batch that changed the book
+        self.as_of_hook = None       # (portfolio_id, as_of_ns, request) -> PortfolioStateResponse
+        self.capture = None          # a daemon.capture.ChangeCapture when a write-behind sink runs
+        self.counters = {"messages": 0, "updates": 0, "rejected_updates": 0, "errors": 0, "batches": 0,
+                         "replays": 0, "events": 0, "ticks": 0, "revalued_positions": 0}
+        self.metrics_hook = None  # the server adds latency and rates
+        self.health_hook = None   # the server adds the journal's state
+
+    # ------------------------------------------------------------------ batch
+    def handle(self, frames: list[tuple[list[bytes], bytes]], recv_ns: int, replay: bool = False):
+        """Apply a drained batch. frames: (envelope, body). Returns the replies,
+        [(envelope, bytes)] in arrival order. Events wait for ``flush_events``.
+
+        With a journal, each unit that changes the book (a command, or a run of
+        position updates as one RUN record of kernel inputs) is appended (written,
+        not yet synced) *before* it is applied: a unit the journal refuses is
+        answered with the journal's error and leaves memory untouched.
+        ``replay`` applies journal records (already journaled, replies unused)."""
+        self.counters["batches"] += 1
+        self.counters["messages"] += len(frames)
+        self._recv_ns = recv_ns
+        self.last_recv_ns = max(self.last_recv_ns, recv_ns)
+        items: list[_Item | None] = []
+        replies: list = [None] * len(frames)
+        seen: dict[str, _Item] = {}
+        for i, (_, body) in enumerate(frames):
+            replies[i] = self._admit(i, body, items, seen)
+        run: list[_Item] = []
+        for it in items:
+            if isinstance(it.cmd, TRADE_CMDS):
+                run.append(it)
+                continue
+            if run:
+                self._trades(run, replay)
+                run = []
+            if not replay and _journaled(it.cmd) and not self._append([(recv_ns, COMMAND, it.body)], [it]):
+                continue
+            self._single(it)
+        if run:
+            self._trades(run, replay)
+        out = []
+        for i, (envelope, _) in enumerate(frames):
+            r = replies[i]
+            if isinstance(r, _Item):
+                if r.digest is not None:  # record the key's result, rejections included
+                    self.window.put(r.cmd.key, r.digest, r.reply)
+                out.append((envelope, self._encode(r.reply, r.is_json)))
+            elif isinstance(r, _Replay):
+                out.append((envelope, self._encode(r.first.reply, r.is_json)))
+            else:
+                out.append((envelope, r))
+        return out
+
+    def flush_events(self) -> list[tuple[bytes, bytes]]:
+        """One event per portfolio changed since the last flush: [(topic, body)]."""
+        if not self.events_on:
+            return []
+        events = self.events.flush(self.settings.engine.max_events_per_flush)
+        self.counters["events"] += len(events)
+        return events
+
+    def _append(self, recs: list, items: list) -> bool:
+        """Journal records before applying them; on failure answer ``items`` with the journal's error."""
+        if self.journal is None:
+            return True
+        try:
+            self.last_seq = self.journal.append(recs)
+            return True
+        except JournalError as e:
+            self.counters["errors"] += len(items)
+            for it in items:
+                it.reply = _err(e.code, getattr(it.cmd, "key", None), str(e))
+                it.digest = None  # not applied: a retry may succeed after recovery
+            return False
+
+    def replay(self, records) -> int:
+        """Apply journal records in order (recovery and as-of). Returns how many."""
+        n = 0
+        group: list = []
+        group_ns = None
+        for rec in records:
+            if rec.kind == COMMAND and rec.recv_ns == group_ns:
+                group.append(([], rec.payload))
+            else:
+                if group:
+                    self.handle(group, group_ns, replay=True)
+                group, group_ns = [], None
+                if rec.kind == COMMAND:
+                    group, group_ns = [([], rec.payload)], rec.recv_ns
+                elif rec.kind == RUN:
+                    self._replay_run(rec.payload)
+                else:
+                    ticks = dict(msgspec.msgpack.decode(rec.payload))
+                    self.apply_market(ticks if rec.kind == FEED_PRICES else {},
+                                      ticks if rec.kind == FEED_FX else {}, rec.recv_ns, journal=False)
+            self.last_seq = rec.seq
+            n += 1
+        if group:
+            self.handle(group, group_ns, replay=True)
+        return n
+
+    def _replay_run(self, payload: bytes) -> None:
+        allocs, cols, pre_b, cmds = msgspec.msgpack.decode(payload)
+        book = self.book
+        for p, position_id, k in allocs:
+            book.slot(p, position_id, k)
+        kind, portfolio, slot, qty, price, fee, ts = (np.frombuffer(b, d).copy() for b, d in zip(cols, RUN_DTYPES))
+        run = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, np.frombuffer(pre_b, np.int32))
+        for typ, key, digest, lo, hi, detail, code, msg in cmds:
+            reply = _err(code, key, msg) if code else _Lazy(run, key, lo, hi, typ, detail)
+            self.window.put(key, digest, reply)
+
+    def _encode(self, reply, is_json: bool) -> bytes:
+        try:
+            return self.codec.encode(reply, is_json)
+        except Exception:  # a reply we cannot encode is our bug: say so, keep serving
+            log.exception("cannot encode reply %r", reply)
+            return self.codec.encode(_err("INTERNAL", getattr(reply, "key", None)), is_json)
+
+    def internal_error(self, frames) -> list:
+        """Replies for a batch that failed as a whole (a bug): INTERNAL to every frame."""
+        return [(env, self.codec.encode(_err("INTERNAL"), self.codec.is_json(body))) for env, body in frames]
+
+    def _admit(self, i: int, body: bytes, items: list, seen: dict):
+        """Decode and check one frame: an _Item to execute, or the reply bytes at once."""
+        is_json = self.codec.is_json(body)
+        if len(body) > self.max_bytes:
+            self.counters["errors"] += 1
+            return self.codec.encode(_err("TOO_LARGE", message=f"frame of {len(body)} bytes exceeds {self.max_bytes}"), is_json)
+        try:
+            cmd = self.codec.decode(body, is_json)
+        except msgspec.ValidationError as e:
+            self.counters["errors"] += 1
+            return self.codec.encode(_err("INVALID", message=str(e)), is_json)
+        except msgspec.DecodeError as e:
+            self.counters["errors"] += 1
+            return self.codec.encode(_err("MALFORMED", message=str(e)), is_json)
+        digest = None
+        if self.journal is not None and self.journal.failed and _journaled(cmd):
+            return self.codec.encode(_err(self.journal.failed.code, getattr(cmd, "key", None),
+                                          str(self.journal.failed)), is_json)
+        if isinstance(cmd, m.MUTATING):
+            if not self.accepting:
+                return self.codec.encode(_err("SHUTTING_DOWN", cmd.key), is_json)
+            # a stable digest: it outlives the process in checkpoints (hash() is salted per process)
+            digest = int.from_bytes(hashlib.blake2b(self.codec.canonical(cmd), digest_size=8).digest(), "little")
+            prior = self.window.get(cmd.key)
+            if prior is None and cmd.key in seen:
+                first = seen[cmd.key]
+                prior = (first.digest, first)
+            if prior is not None:
+                if prior[0] != digest:
+                    self.counters["errors"] += 1
+                    return self.codec.encode(_err("KEY_CONFLICT", cmd.key), is_json)
+                self.counters["replays"] += 1
+                if isinstance(prior[1], _Item):  # same batch: answer when the first one is done
+                    return _Replay(prior[1], is_json)
+                return self.codec.encode(materialize(prior[1]), is_json)
+        it = _Item(i, cmd, is_json, digest, body)
+        if digest is not None:
+            seen[cmd.key] = it
+        items.append(it)
+        return it
+
+    # ------------------------------------------------------------------ trades
+    def _trades(self, run: list[_Item], replay: bool = False) -> None:
+        """Resolve ids, journal the run as one RUN record, apply it with one kernel call, reply."""
+        book = self.book
+        cols = []
+        pre = []
+        n = 0
+        book.alloc_log = allocs = []
+        try:
+            for it in run:
+                it.lo = n
+                cmd = it.cmd
+                try:
+                    if isinstance(cmd, m.PositionUpdateColumns):
+                        c = self._columns(cmd)
+                        pre.append(np.zeros(len(c[0]), np.int32))
+                    else:
+                        rows = [cmd] if isinstance(cmd, m.PositionUpdateRequest) else cmd.updates
+                        c, r = self._rows(rows)
+                        pre.append(r)
+                except _BadColumns as e:
+                    it.reply = _err("INVALID", cmd.key, str(e))
+                    it.hi = n
+                    continue
+                cols.append(c)
+                n += len(c[0])
+                it.hi = n
+        finally:
+            book.alloc_log = None
+        if n:
+            kind, portfolio, slot, qty, price, fee, ts = (np.concatenate(x) for x in zip(*cols))
+            pre_reason = np.concatenate(pre)
+        else:
+            kind, portfolio, slot, qty, price, fee, ts = (np.zeros(0, d) for d in RUN_DTYPES)
+            pre_reason = np.zeros(0, np.int32)
+        if not replay and self.journal is not None:
+            cmds = [[_TYPE[type(it.cmd)], it.cmd.key, it.digest, it.lo, it.hi,
+                     bool(getattr(it.cmd, "detail", False)), it.reply.code if it.reply else None,
+                     it.reply.message if it.reply else None] for it in run]
+            payload = msgspec.msgpack.encode([allocs, [x.tobytes() for x in (kind, portfolio, slot, qty, price, fee, ts)],
+                                              pre_reason.tobytes(), cmds])
+            if not self._append([(self._recv_ns, RUN, payload)], [it for it in run if it.reply is None]):
+                return
+        runctx = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, pre_reason)
+        for it in run:
+            if it.reply is None:
+                it.reply = _Lazy(runctx, it.cmd.key, it.lo, it.hi, _TYPE[type(it.cmd)],
+                                 bool(getattr(it.cmd, "detail", False))).build()
+
+    def _apply_run(self, kind, portfolio, slot, qty, price, fee, ts, pre_reason) -> "_Run":
+        n = len(kind)
+        bad = pre_reason != 0
+        portfolio = portfolio.copy()
+        portfolio[bad] = -1  # the kernel rejects these rows untouched
+        t0 = time.perf_counter_ns()
+        out, exp_out = self.book.apply_trades(kind, portfolio, slot, qty, price, fee, ts)
+        ms = (time.perf_counter_ns() - t0) / 1e6
+        out["reason"][bad] = pre_reason[bad]
+        ok = out["reason"] == 0
+        n_ok = int(ok.sum())
+        self.counters["updates"] += n_ok
+        self.counters["rejected_updates"] += n - n_ok
+        if self.events_on:
+            self.events.note_trades(slot, ok)
+        if self.capture is not None:
+            self.capture.note_trades(slot, ok)
+        return _Run(self.book, slot, out, exp_out, ms)
+
+    def _rows(self, rows):
+        book = self.book
+        n = len(rows)
+        kind = np.empty(n, np.int8)
+        portfolio = np.empty(n, np.int32)
+        slot = np.zeros(n, np.int32)
+        qty = np.empty(n, np.float64)
+        price = np.empty(n, np.float64)
+        fee = np.empty(n, np.float64)
+        ts = np.empty(n, np.int64)
+        pre = np.zeros(n, np.int32)
+        pidx = book.portfolio_ids.index
+        iidx = book.instrument_ids.index
+        for j, u in enumerate(rows):
+            p = pidx.get(u.portfolio_id, -1)
+            k = iidx.get(u.instrument_id, -1)
+            kind[j] = KIND[u.transaction_type]
+            portfolio[j] = p
+            qty[j] = u.quantity_change
+            price[j] = u.price
+            fee[j] = u.fee
+            ts[j] = u.timestamp if u.timestamp is not None else self._recv_ns
+            if p < 0:
+                pre[j] = Reason.UNKNOWN_PORTFOLIO
+            elif k < 0:
+                pre[j] = Reason.UNKNOWN_INSTRUMENT
+            else:
+                s = book.slot(p, u.position_id, k)
+                if s < 0:
+                    pre[j] = -s
+                else:
+                    slot[j] = s
+        return (kind, portfolio, slot, qty, price, fee, ts), pre
+
+    def _columns(self, cmd: m.PositionUpdateColumns):
+        def col(b, dtype, name):
+            if len(b) % np.dtype(dtype).itemsize:
+                raise _BadColumns(f"column {name} is not a whole number of {np.dtype(dtype).name}")
+            return np.frombuffer(b, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+
+        portfolio = col(cmd.portfolio, np.int32, "portfolio")
+        n = len(portfolio)
+        slot = col(cmd.slot, np.int32, "slot")
+        kind = col(cmd.kind, np.int8, "kind")
+        qty = col(cmd.qty, np.float64, "qty")
+        price = col(cmd.price, np.float64, "price")
+        fee = col(cmd.fee, np.float64, "fee") if cmd.fee else np.zeros(n)
+        ts = col(cmd.timestamp, np.int64, "timestamp") if cmd.timestamp else np.full(n, self._recv_ns, np.int64)
+        if not all(len(x) == n for x in (slot, kind, qty, price, fee, ts)):
+            raise _BadColumns("columns differ in length")
+        return kind, portfolio, slot, qty, price, fee, ts
+
+    # ------------------------------------------------------------------ other commands
+    def _single(self, it: _Item) -> None:
+        cmd = it.cmd
+        try:
+            it.reply = self._dispatch(cmd)
+        except BookError as e:
+            it.reply = _err(e.code, getattr(cmd, "key", None), e.message)
+        except Exception:  # a bug must not take the daemon down with it, nor be recorded as the key's result
+            log.exception("command failed: %r", cmd)
+            it.reply = _err("INTERNAL", getattr(cmd, "key", None))
+            it.digest = None
+
+    def _dispatch(self, cmd):
+        book = self.book
+        match cmd:
+            case m.CashFlowRequest():
+                p = book.portfolio_ids.get(cmd.portfolio_id)
+                if p < 0:
+                    return _err("UNKNOWN_PORTFOLIO", cmd.key)
+                c = book.currency(cmd.currency)
+                out = book.apply_cash_flows(np.array([p], np.int32), np.array([c], np.int32),
+                                            np.array([FLOW[cmd.flow_type]], np.int8), np.array([cmd.amount]),
+                                            np.array([cmd.timestamp or self._recv_ns], np.int64))[0]
+                if out["reason"]:
+                    return _err(REASON_NAMES[out["reason"]], cmd.key)
+                self.events.touch(p)
+                if self.capture is not None:
+                    self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, int(out["amount"]), cmd.currency,
+                                                    cmd.flow_type, cmd.description, cmd.timestamp or self._recv_ns))
+                return m.Ack(cmd.key, {"cash_flow_id": cmd.cash_flow_id, "portfolio_id": cmd.portfolio_id,
+                                       "currency": cmd.currency, "amount": cents(out["amount"]),
+                                       "cash": cents(out["cash"]), "cash_impact": cents(out["cash_impact"])})
+            case m.PriceTicks():
+                idx = np.array([book.instrument_ids.get(t.instrument_id) for t in cmd.ticks], np.int32)
+                reason, n = book.apply_prices(idx, np.array([t.price for t in cmd.ticks], np.float64),
+                                              np.full(len(idx), cmd.timestamp or self._recv_ns, np.int64))
+                return self._tick_ack(cmd.key, reason, n)
+            case m.FxTicks():
+                idx = np.array([book.currency(r.currency) for r in cmd.rates], np.int32)
+                reason, n = book.apply_fx(idx, np.array([r.rate for r in cmd.rates], np.float64),
+                                          np.full(len(idx), cmd.timestamp or self._recv_ns, np.int64))
+                return self._tick_ack(cmd.key, reason, n)
+            case m.PortfolioUpsert():
+                pf = cmd.portfolio
+                p = book.upsert_portfolio(pf.portfolio_id, pf.base_currency, pf.portfolio_type,
+                                          portfolio_name=pf.portfolio_name, inception_date=pf.inception_date,
+                                          status=pf.status, benchmark=pf.benchmark, instrument_limit=pf.instrument_limit)
+                self.events.touch(p)
+                if self.capture is not None:
+                    self.capture.portfolios.append(book.portfolio_meta(p))
+                return m.Ack(cmd.key, {"portfolio_id": pf.portfolio_id, "handle": p})
+            case m.InstrumentUpsert():
+                handles, rejected = [], []
+                for j, ins in enumerate(cmd.instruments):
+                    try:
+                        handles.append(book.upsert_instrument(ins.instrument_id, ins.currency, ins.sector, ins.country,
+                                                              ins.asset_class, ins.multiplier, ins.margin))
+                        if self.capture is not None:
+                            self.capture.instruments.append(book.instrument_meta(handles[-1]))
+                    except BookError as e:
+                        handles.append(-1)
+                        rejected.append([j, e.code, e.message])
+                return m.Ack(cmd.key, {"handles": handles, "rejected": rejected})
+            case m.ExposureLimit():
+                book.set_limit(cmd.portfolio_id, cmd.exposure_type, cmd.category, cmd.limit_percentage)
+                if self.capture is not None:
+                    self.capture.limits.append((cmd.portfolio_id, cmd.exposure_type, cmd.category, cmd.limit_percentage))
+                return m.Ack(cmd.key, {})
+            case m.PositionStatusChange():
+                p = book.portfolio_ids.get(cmd.portfolio_id)
+                k = book.instrument_ids.get(cmd.instrument_id)
+                if p < 0:
+                    return _err("UNKNOWN_PORTFOLIO", cmd.key)
+                s = book.slot(p, cmd.position_id, k)
+                if s < 0:
+                    return _err(REASON_NAMES[-s], cmd.key)
+                r = book.set_status(np.array([p], np.int32), np.array([s], np.int32),
+                                    np.array([STATUS[cmd.status]], np.int8), np.array([self._recv_ns], np.int64))[0]
+                if r:
+                    return _err(REASON_NAMES[r], cmd.key)
+                self.events.note_status(s)
+                if self.capture is not None:
+                    self.capture.note_status(s)
+                return m.Ack(cmd.key, {"status": cmd.status})
+            case m.ResolveRequest():
+                return self._resolve(cmd)
+            case m.PortfolioStateRequest():
+                if cmd.as_of_timestamp is not None:
+                    if self.as_of_hook is None:
+                        return _err("NOT_SUPPORTED", message="as_of_timestamp needs the journal (journal.data_dir is empty)")
+                    book._portfolio(cmd.portfolio_id)
+                    return self.as_of_hook(cmd.portfolio_id, cmd.as_of_timestamp, cmd)
+                return self.state_response(cmd)
+            case m.ExposuresRequest():
+                p = book._portfolio(cmd.portfolio_id)
+                return m.ExposuresResponse(cmd.portfolio_id, self._exposures(cmd.portfolio_id), int(self._seq(p)))
+            case m.MetricsRequest():
+                return m.MetricsResponse(self.metrics_hook() if self.metrics_hook else self.metrics())
+            case m.HealthRequest():
+                if self.health_hook is not None:
+                    return m.HealthResponse(*self.health_hook())
+                return m.HealthResponse("ok" if self.accepting else "unhealthy", {"accepting": self.accepting})
+        raise AssertionError(f"unhandled command {type(cmd).__name__}")
+
+    def _count_ticks(self, reason, n) -> None:
+        self.counters["ticks"] += int((reason == 0).sum())
+        self.counters["revalued_positions"] += int(n)
+
+    def _tick_ack(self, key, reason, n):
+        self._count_ticks(reason, n)
+        return m.Ack(key, {"accepted": int((reason == 0).sum()), "revalued": int(n),
+                           "rejected": [[int(j), REASON_NAMES[int(reason[j])]] for j in np.nonzero(reason)[0]]})
+
+    def _resolve(self, cmd: m.ResolveRequest) -> m.ResolveResponse:
+        book = self.book
+        slots, errors, portfolios = [], [], []
+        for j, ref in enumerate(cmd.positions):
+            p = book.portfolio_ids.get(ref.portfolio_id)
+            k = book.instrument_ids.get(ref.instrument_id)
+            portfolios.append(p)
+            if p < 0:
+                s = -Reason.UNKNOWN_PORTFOLIO
+            elif k < 0:
+                s = -Reason.UNKNOWN_INSTRUMENT
+            else:
+                s = book.slot(p, ref.position_id, k)
+            if s < 0:
+                errors.append(m.RowError(j, REASON_NAMES[-s], MESSAGES[REASON_NAMES[-s]]))
+                s = -1
+            slots.append(s)
+        portfolios += [book.portfolio_ids.get(x) for x in cmd.portfolio_ids]
+        return m.ResolveResponse(slots, portfolios, [book.instrument_ids.get(x) for x in cmd.instrument_ids], errors)
+
+    # ------------------------------------------------------------------ queries
+    def _seq(self, p: int) -> int:
+        return self.events.sequence(p)
+
+    def _exposures(self, portfolio_id: str) -> dict:
+        return {t: [m.Exposure(**x) for x in rows] for t, rows in queries.exposures(self.book, portfolio_id).items()}
+
+    def state_response(self, cmd: m.PortfolioStateRequest) -> m.PortfolioStateResponse:
+        book = self.book
+        p = book._portfolio(cmd.portfolio_id)
+        pf = book.a.portfolios[p]
+        return m.PortfolioStateResponse(
+            portfolio_state=m.PortfolioState(**queries.state(book, cmd.portfolio_id)),
+            positions=[m.Position(**x) for x in queries.positions(book, cmd.portfolio_id)] if cmd.include_positions else [],
+            exposures=self._exposures(cmd.portfolio_id) if cmd.include_exposures else {},
+            performance_metrics=None,
+            margin=m.MarginRequirement(**queries.margin(book, cmd.portfolio_id)),
+            cash=queries.cash(book, cmd.portfolio_id),
+            last_updated=queries._iso(pf["updated_ns"]),
+            sequence=self._seq(p))
+
+    def metrics(self) -> dict:
+        b = self.book
+        return {**self.counters, "portfolios": len(b.portfolio_ids), "instruments": len(b.instrument_ids),
+                "slots": len(b.slot_ids), "idempotency_keys": len(self.window), "capacity": b.capacity}
+
+    def apply_market(self, prices: dict[str, float], rates: dict[str, float], ts: int, journal: bool = True) -> None:
+        """Conflated ticks from the market-data feeds (no keys, no replies), journaled first."""
+        book = self.book
+        if journal and self.journal is not None:
+            recs = [(ts, kind, msgspec.msgpack.encode(list(d.items()))) for kind, d in ((FEED_FX, rates), (FEED_PRICES, prices)) if d]
+            try:
+                self.last_seq = self.journal.append(recs)
+            except JournalError:
+                log.error("feed ticks dropped: the journal refuses writes")
+                return
+        if rates:
+            known = [(book.currency(c), r) for c, r in rates.items() if isinstance(c, str) and len(c) == 3 and c.isupper()]
+            if known:
+                idx, vals = zip(*known)
+                reason, n = book.apply_fx(np.array(idx, np.int32), np.array(vals, np.float64), np.full(len(idx), ts, np.int64))
+                self._count_ticks(reason, n)
+        if prices:
+            idx = np.array([book.instrument_ids.get(i) for i in prices], np.int32)
+            reason, n = book.apply_prices(idx, np.array(list(prices.values()), np.float64), np.full(len(idx), ts, np.int64))
+            self._count_ticks(reason, n)
+
+
+class _BadColumns(ValueError):
+    pass
+
+
+RUN_DTYPES = (np.int8, np.int32, np.int32, np.float64, np.float64, np.float64, np.int64)
+_TYPE = {m.PositionUpdateRequest: 0, m.PositionUpdateBatch: 1, m.PositionUpdateColumns: 2}
+
+
+class _Run:
+    """One trade run's kernel outputs plus the reference values of that moment (price, FX ratio,
+    categories), so a reply built now or much later (a retry of a replayed key) shows that moment."""
+
+    __slots__ = ("book", "slot", "out", "exp", "ms", "inst", "price", "mult", "ratio", "cats")
+
+    def __init__(self, book: Book, slot, out, exp_out, ms):
+        a = book.a
+        self.book, self.slot, self.out, self.exp, self.ms = book, slot, out, exp_out, ms
+        self.inst = inst = a.positions["instrument"][np.clip(slot, 0, len(a.positions) - 1)]
+        ins = a.instruments[inst]
+        self.price, self.mult = ins["price"], ins["multiplier"]
+        base = a.portfolios["base_ccy"][a.positions["portfolio"][np.clip(slot, 0, len(a.positions) - 1)]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.ratio = np.where(ins["currency"] == base, 1.0, a.fx[ins["currency"]] / a.fx[base])
+        self.cats = np.stack([inst, ins["sector"], ins["country"], ins["currency"], ins["asset_class"]], axis=1)
+
+    def response(self, key: str, j: int) -> m.PositionUpdateResponse:
+        b = self.book
+        (_, old_qty, qty, cost, _, pos_realized, ts, status, _, mv, cash_impact, value_change, old_weight,
+         weight) = self.out[j].item()
+        k, sec, cty, ccy, acl = self.cats[j].tolist()
+        pos = m.Position(**queries.position_fields(
+            b.slot_ids[int(self.slot[j])], b.instrument_ids.ids[k], qty, cost, pos_realized, mv, ts, status, weight,
+            int(self.price[j]), int(self.mult[j]), float(self.ratio[j])))
+        names = (b.instrument_ids.ids[k], b.sector_ids.ids[sec], b.country_ids.ids[cty], b.currency_ids.ids[ccy],
+                 b.asset_class_ids.ids[acl])
+        ex = self.exp[j].tolist()
+        EC = m.ExposureChange
+        return m.PositionUpdateResponse(
+            key, pos, m.PortfolioImpact(value_change / 100, weight - old_weight, 0.0, cash_impact / 100),
+            [EC(EXPOSURE_TYPE_NAMES[t], names[t], ex[t][0], ex[t][1], ex[t][1] - ex[t][0]) for t in range(5)], self.ms)
+
+
+class _Lazy:
+    """A reply kept as (run, rows) until someone needs it: replay stores these in the window,
+    so recovery does not build a million replies nobody will ask for again."""
+
+    __slots__ = ("run", "key", "lo", "hi", "typ", "detail")
+
+    def __init__(self, run: _Run, key: str, lo: int, hi: int, typ: int, detail: bool):
+        self.run, self.key, self.lo, self.hi, self.typ, self.detail = run, key, lo, hi, typ, detail
+
+    def build(self):
+        run = self.run
+        reasons = run.out["reason"]
+        if self.typ == 0:
+            r = int(reasons[self.lo])
+            return _err(REASON_NAMES[r], self.key) if r else run.response(self.key, self.lo)
+        seg = reasons[self.lo:self.hi]
+        bad = np.nonzero(seg)[0]
+        results = None
+        if self.detail:
+            results = [run.response(self.key, self.lo + j) for j in range(self.hi - self.lo) if seg[j] == 0]
+        return m.BatchResponse(
+            key=self.key, accepted=int(len(seg) - len(bad)),
+            rejected=[m.RowError(int(j), REASON_NAMES[int(seg[j])], MESSAGES[REASON_NAMES[int(seg[j])]]) for j in bad],
+            processing_time_ms=run.ms, results=results)
+
+
+class Encoded:
+    """A reply restored from a checkpoint as its msgpack bytes: decoded only if a retry asks."""
+
+    __slots__ = ("data",)
+    _dec = msgspec.msgpack.Decoder(m.Reply)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def build(self):
+        return self._dec.decode(self.data)
+
+
+def materialize(reply):
+    return reply.build() if isinstance(reply, (_Lazy, Encoded)) else reply
+
+
+class _Replay:
+    """A repeat of a key first seen earlier in the same batch: encoded once that one is done."""
+
+    __slots__ = ("first", "is_json")
+
+    def __init__(self, first, is_json):
+        self.first, self.is_json = first, is_json
+
+
+def _journaled(cmd) -> bool:
+    """Commands that change the book: every mutating one, and resolve (it allocates handles)."""
+    return isinstance(cmd, m.MUTATING) or isinstance(cmd, m.ResolveRequest)

@@ -1,0 +1,225 @@
+"""Event building: coalesce what changed since the last flush into one event per portfolio.
+
+Owns: ``EventBuilder``: on the hot path it only marks traded slots dirty (one
+vectorized store per batch); at flush it finds the changed portfolios (seqlock
+versions moved), diffs each dirty position against the quantity last published
+and each touched exposure category against the percentage last published, and
+encodes one ``portfolio_state_updated`` event per portfolio with its next
+sequence number. Flush cost depends on what changed, never on how many updates
+changed it.
+
+Meanings: ``old_quantity`` / ``old_percentage`` are the values in the previous
+event that carried that position / category (0 before any), ``new_*`` are the
+values now.
+Runs on: the engine thread (flush runs after the batch's replies have left).
+Imports: numpy, msgspec, daemon.book, daemon.queries, kernels, transport.
+
+A flush happens after every batch when ``engine.event_interval_ms`` is 0, else at
+most once per interval: either way at most one event per portfolio per applied
+batch, and fewer under load, which is what keeps events off the critical path.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+import numpy as np
+
+from portfolio_state.kernels import EXPOSURE_TYPE_NAMES
+from portfolio_state.kernels.enums import QTY_SCALE
+from portfolio_state.kernels.views import leverage
+from portfolio_state.persistence.changes import change_type as _change_type
+from portfolio_state.transport import messages as m
+
+from .book import Book
+
+
+class EventBuilder:
+    def __init__(self, book: Book, revaluation_events: bool = True):
+        self.book = book
+        self.reval = revaluation_events
+        self.seq = np.zeros(0, np.int64)
+        self.last_versions = book.a.portfolios["version"].copy()
+        self.dirty = np.zeros(0, np.bool_)        # per slot: traded since the last flush
+        self.last_qty = np.zeros(0, np.int64)     # per slot: quantity in the last event
+        self.pub_inst = np.zeros(0, np.float64)   # per head slot: INSTRUMENT percentage in the last event
+        self.pub = [np.zeros((0, 0))] * 4         # per portfolio x category: last SECTOR..ASSET_CLASS percentages
+        self._status: set[int] = set()            # slots whose status changed
+        self._touched: set[int] = set()           # portfolios changed by non-trade commands
+        self.backlog = 0                          # changed portfolios left for the next flush
+        self._enc = msgspec.msgpack.Encoder()
+        self._run = os.urandom(4).hex()
+        self.count = 0
+
+    def _fit(self) -> None:
+        """Follow the book's growth (rare): keep the per-slot and per-category arrays its size."""
+        a = self.book.a
+        n = a.positions.shape[0]
+        if len(self.dirty) < n:
+            grow = lambda x: np.concatenate([x, np.zeros(n - len(x), x.dtype)])  # noqa: E731
+            self.dirty, self.last_qty, self.pub_inst = grow(self.dirty), grow(self.last_qty), grow(self.pub_inst)
+        for i, arr in enumerate((a.exp_sector, a.exp_country, a.exp_currency, a.exp_asset)):
+            if self.pub[i].shape != arr.shape:
+                new = np.zeros(arr.shape)
+                old = self.pub[i]
+                new[: old.shape[0], : old.shape[1]] = old
+                self.pub[i] = new
+
+    # -------------------------------------------------------------- hot path
+    def note_trades(self, slot, ok) -> None:
+        if len(self.dirty) < self.book.a.positions.shape[0]:
+            self._fit()
+        self.dirty[slot[ok]] = True
+
+    def note_status(self, s: int) -> None:
+        self._status.add(s)
+
+    def touch(self, p: int) -> None:
+        self._touched.add(p)
+
+    def sequence(self, p: int) -> int:
+        return int(self.seq[p]) if p < len(self.seq) else 0
+
+    # -------------------------------------------------------------- flush
+    def flush(self, max_events: int = 0) -> list[tuple[bytes, bytes]]:
+        """Events for the changed portfolios, at most ``max_events`` of them (0: all). The rest
+        keep their dirty marks for the next flush (``backlog`` says so), so one flush never
+        holds the loop for long."""
+        book = self.book
+        a = book.a
+        self._fit()
+        versions = a.portfolios["version"]
+        n_pf = len(book.portfolio_ids)
+        if len(self.seq) < n_pf:
+            self.seq = np.concatenate([self.seq, np.zeros(max(n_pf, 2 * len(self.seq)) - len(self.seq), np.int64)])
+        if len(self.last_versions) < len(versions):
+            self.last_versions = np.concatenate([self.last_versions,
+                                                 np.full(len(versions) - len(self.last_versions), -2, np.int64)])
+        changed = set(self._touched)
+        if self.reval:
+            changed.update(np.nonzero(versions != self.last_versions[:len(versions)])[0].tolist())
+        dirty_slots = np.flatnonzero(self.dirty)
+        if len(dirty_slots):
+            changed.update(np.unique(a.positions["portfolio"][dirty_slots]).tolist())
+        changed.update(a.positions["portfolio"][s] for s in self._status)
+        ps_all = sorted(p for p in changed if 0 <= p < n_pf)
+        ps_list = ps_all[:max_events] if max_events else ps_all
+        self.backlog = len(ps_all) - len(ps_list)
+        if not ps_list:
+            return []
+        ps = np.array(ps_list, np.int64)
+        chosen = np.zeros(len(versions), np.bool_)
+        chosen[ps] = True
+        pos_changes, exp_changes = self._diff(chosen)
+        self.last_versions[ps] = versions[ps]
+        self._touched -= set(ps_list)
+        owner = a.positions["portfolio"]
+        self._status = {s for s in self._status if not chosen[owner[s]]}
+        rows = a.portfolios[ps]
+        cash, lmv, smv = rows["cash_base"], rows["long_mv"], rows["short_mv"]
+        total = cash + lmv + smv
+        self.seq[ps] += 1
+        seqs = self.seq[ps].tolist()
+        upd = rows["updated_ns"]
+        stamps = np.datetime_as_string(upd.astype("datetime64[ns]"), unit="us").tolist()
+        now = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms") + "Z"
+        ids = book.portfolio_ids.ids
+        out = []
+        enc = self._enc.encode
+        for p, seq, tv, cb, lm, sm, cnt, u, stamp in zip(ps.tolist(), seqs, total.tolist(), cash.tolist(), lmv.tolist(),
+                                                         smv.tolist(), rows["position_count"].tolist(), upd.tolist(),
+                                                         stamps):
+            pid = ids[p]
+            ev = m.PortfolioStateUpdatedEvent(
+                f"{self._run}-{p}-{seq}", now, seq,
+                m.PortfolioStatePayload(pid, tv / 100, cb / 100, (lm + sm) / 100, leverage(lm - sm, tv), cnt,
+                                        stamp + "Z" if u else None),
+                pos_changes.get(p, []), exp_changes.get(p, []))
+            out.append((pid.encode(), enc(ev)))
+        self.count += len(out)
+        return out
+
+    def _diff(self, chosen):
+        """{portfolio: [PositionChangePayload]}, {portfolio: [ExposureChangePayload]} for the dirty
+        slots of the chosen portfolios."""
+        book = self.book
+        a = book.a
+        ds = np.flatnonzero(self.dirty)
+        if self._status:
+            ds = np.union1d(ds, np.fromiter(self._status, np.int64))
+        ds = ds[chosen[a.positions["portfolio"][ds]]]
+        if not len(ds):
+            return {}, {}
+        self.dirty[ds] = False
+        pos = a.positions[ds]
+        p = pos["portfolio"].astype(np.int64)
+        new_q = pos["qty"]
+        old_q = self.last_qty[ds]
+        self.last_qty[ds] = new_q
+        pf = a.portfolios[p]
+        total = (pf["cash_base"] + pf["long_mv"] + pf["short_mv"]).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(total != 0, pos["mv"] / total, 0.0)
+        P = m.PositionChangePayload
+        ids, inst_ids = book.slot_ids, book.instrument_ids.ids
+        positions: dict[int, list] = {}
+        for s, pp, o, n, mv, w, k in zip(ds.tolist(), p.tolist(), old_q.tolist(), new_q.tolist(), pos["mv"].tolist(),
+                                         weight.tolist(), pos["instrument"].tolist()):
+            positions.setdefault(pp, []).append(P(ids[s], inst_ids[k], o / QTY_SCALE, n / QTY_SCALE, (n - o) / QTY_SCALE,
+                                                  mv / 100, w, _change_type(o, n)))
+        return positions, self._exposure_changes(ds, p, pos)
+
+    def _exposure_changes(self, ds, p, pos) -> dict:
+        book = self.book
+        a = book.a
+        ins = a.instruments[pos["instrument"]]
+        heads = pos["head"].astype(np.int64)
+        totals_of = lambda pp: (a.portfolios["cash_base"][pp] + a.portfolios["long_mv"][pp]  # noqa: E731
+                                + a.portfolios["short_mv"][pp]).astype(np.float64)
+        names = (book.instrument_ids.ids, book.sector_ids.ids, book.country_ids.ids, book.currency_ids.ids,
+                 book.asset_class_ids.ids)
+        out: dict[int, list] = {}
+        E = m.ExposureChangePayload
+        # INSTRUMENT: one row per (portfolio, instrument) head slot
+        hu = np.unique(heads)
+        hp = a.positions["portfolio"][hu].astype(np.int64)
+        tot = totals_of(hp)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new = np.where(tot != 0, a.positions["inst_exp"][hu] / tot, 0.0)
+        old = self.pub_inst[hu]
+        self.pub_inst[hu] = new
+        lim = a.portfolios["inst_limit"][hp].copy()
+        if book.instrument_limits:
+            k_of = a.positions["instrument"][hu]
+            for j, (pp, k) in enumerate(zip(hp.tolist(), k_of.tolist())):
+                lim[j] = book.instrument_limits.get((pp, k), lim[j])
+        self._emit(out, E, "INSTRUMENT", names[0], hp, a.positions["instrument"][hu], old, new, lim)
+        # the four dense category axes
+        for t, (cat, vals, lims) in enumerate(((ins["sector"], a.exp_sector, a.lim_sector),
+                                               (ins["country"], a.exp_country, a.lim_country),
+                                               (ins["currency"], a.exp_currency, a.lim_currency),
+                                               (ins["asset_class"], a.exp_asset, a.lim_asset)), start=1):
+            keys = np.unique((p << 32) | cat.astype(np.int64))
+            kp, kc = keys >> 32, keys & 0xFFFFFFFF
+            tot = totals_of(kp)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                new = np.where(tot != 0, vals[kp, kc] / tot, 0.0)
+            pub = self.pub[t - 1]
+            old = pub[kp, kc]
+            pub[kp, kc] = new
+            self._emit(out, E, EXPOSURE_TYPE_NAMES[t], names[t], kp, kc, old, new, lims[kp, kc])
+        return out
+
+    @staticmethod
+    def _emit(out, E, tname, names, kp, kc, old, new, lim) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            util = np.where(lim > 0, np.abs(new) / lim, np.nan)
+        for pp, c, o, n, li, u in zip(kp.tolist(), kc.tolist(), old.tolist(), new.tolist(), lim.tolist(), util.tolist()):
+            out.setdefault(pp, []).append(E(tname, names[c], o, n, n - o, li, u))
+
+
+def _iso(ns: int) -> str | None:
+    if not ns:
+        return None
+    return np.datetime_as_string(np.datetime64(ns, "ns"), unit="us") + "Z"

@@ -1,0 +1,231 @@
+"""Start-up and crash recovery, one path: newest valid checkpoint, then replay of later records.
+
+Owns: ``open_engine`` (build the engine from what is on disk and attach a journal
+writer), ``write_checkpoint`` (the engine's state -> persistence.checkpoint) and
+``state_as_of`` (a scratch engine rebuilt up to a past time).
+Runs on: the main thread at start-up; checkpoints are snapshotted on the engine
+thread and written on a worker thread. Imports: numpy, msgspec, daemon, persistence, transport.
+
+What a checkpoint holds: every book array, the id maps, the idempotency window
+(key, digest, encoded reply), the per-portfolio event sequences, and the journal
+sequence and receive time it covers.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+
+import msgspec
+
+from portfolio_state.persistence import checkpoint as ckpt
+from portfolio_state.persistence.journal import JournalWriter, read_records
+from portfolio_state.transport import messages as m
+
+from .book import Book, Capacity
+from .config import Settings
+from .engine import Encoded, Engine, materialize
+
+log = logging.getLogger("pstate.recovery")
+
+
+def dirs(settings: Settings) -> tuple[str, str]:
+    base = settings.journal.data_dir
+    return os.path.join(base, "journal"), os.path.join(base, "checkpoints")
+
+
+def snapshot(engine: Engine) -> tuple[int, dict, dict]:
+    """(journal seq, arrays, meta): a consistent copy taken on the engine thread. The window's
+    entries are copied as they are; building and encoding lazy replies is left to the writer."""
+    arrays, meta = engine.book.export_state()
+    arrays["event_seq"] = engine.events.seq.copy()
+    meta["window"] = list(engine.window.items())
+    meta["last_recv_ns"] = engine.last_recv_ns
+    meta["counters"] = dict(engine.counters)
+    return engine.last_seq, arrays, meta
+
+
+def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int | None = None) -> str:
+    """Write a checkpoint (on the checkpoint thread: replies are built and encoded here). With a
+    write-behind, ``floor`` is its watermark: the newest checkpoint at or before it is kept too, so
+    the journal after it stays (the thread can always resume, like a replication slot)."""
+    seq, arrays, meta = snap or snapshot(engine)
+    enc = msgspec.msgpack.Encoder()
+    meta = enc.encode({**meta, "window": [[k, d, r.data if isinstance(r, Encoded) else enc.encode(materialize(r))]
+                                          for k, (d, r) in meta["window"]]})
+    _, cdir = dirs(settings)
+    t0 = time.perf_counter()
+    path = ckpt.write_checkpoint(cdir, seq, arrays, meta)
+    kept = ckpt.retire_checkpoints(cdir, settings.journal.checkpoints_kept, floor)
+    if floor is not None and not any(s <= floor for s in kept):
+        kept.append(0)  # no checkpoint at or before the watermark: keep the journal from its start
+    log.info("checkpoint %s (seq %d) in %.2fs", path, seq, time.perf_counter() - t0)
+    return path, (min(kept) if kept else 0)
+
+
+def _restore(settings: Settings, loaded, shm: bool) -> Engine:
+    seq, arrays, meta_b = loaded
+    meta = msgspec.msgpack.decode(meta_b)
+    event_seq = arrays.pop("event_seq")
+    bc = settings.book
+    book = Book.from_state(arrays, meta, shm_name=(bc.shm_name or None) if shm else None, shm_dir=bc.shm_dir)
+    engine = Engine(settings, book)
+    engine.events.seq = event_seq
+    engine.events.last_versions = book.a.portfolios["version"].copy()
+    for k, d, r in meta["window"]:
+        engine.window.put(k, d, Encoded(r))
+    engine.counters.update(meta["counters"])
+    engine.last_seq = seq
+    engine.last_recv_ns = meta["last_recv_ns"]
+    return engine
+
+
+def open_engine(settings: Settings) -> tuple[Engine, dict]:
+    """The engine as of everything durable on disk, with a journal writer attached.
+
+    The cyclic garbage collector is paused while it runs: recovery creates millions of
+    small long-lived objects (the idempotency window), and every full collection would
+    rescan all of them; afterwards they are frozen out of future collections."""
+    gc.disable()
+    try:
+        return _open_engine(settings)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+def _open_engine(settings: Settings) -> tuple[Engine, dict]:
+    bc = settings.book
+    if not settings.journal.data_dir:
+        return Engine(settings), {"journal": False}
+    jdir, cdir = dirs(settings)
+    os.makedirs(jdir, exist_ok=True)
+    t0 = time.perf_counter()
+    loaded = ckpt.load_newest(cdir)
+    if loaded is not None:
+        engine = _restore(settings, loaded, shm=True)
+        log.info("checkpoint at seq %d loaded in %.2fs", engine.last_seq, time.perf_counter() - t0)
+    else:
+        engine = Engine(settings, Book(Capacity(portfolios=bc.portfolios, slots=bc.slots, instruments=bc.instruments),
+                                       pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir))
+    start_seq = engine.last_seq
+    t1 = time.perf_counter()
+    n = engine.replay(read_records(jdir, after_seq=engine.last_seq))
+    replay_s = time.perf_counter() - t1
+    engine.events.last_versions = engine.book.a.portfolios["version"].copy()
+    engine.events.dirty[:] = False
+    engine.journal = JournalWriter(jdir, engine.last_seq + 1, settings.journal.segment_bytes,
+                                   settings.journal.fault_enospc_after_bytes, settings.journal.fault_fsync_fail_after)
+    stats = {"checkpoint_seq": start_seq, "replayed": n, "replay_s": replay_s,
+             "records_per_s": n / replay_s if replay_s > 0 else 0.0, "last_seq": engine.last_seq}
+    log.info("recovered: checkpoint seq %d + %d journal records replayed in %.2fs (%.0f records/s); next seq %d",
+             start_seq, n, replay_s, stats["records_per_s"], engine.last_seq + 1)
+    return engine, stats
+
+
+def _scratch_engine(settings: Settings, upto_seq: int | None = None, upto_ns: int | None = None) -> Engine:
+    """A scratch engine (private memory, events off) restored from the newest valid checkpoint
+    covering at most journal record ``upto_seq`` and records received at most at ``upto_ns``; an
+    empty engine when there is none. Replay after it is the caller's."""
+    _, cdir = dirs(settings)
+    loaded = None
+    for seq, path in reversed(ckpt.list_checkpoints(cdir)):
+        if upto_seq is not None and seq > upto_seq:
+            continue
+        try:
+            cand = ckpt.load_checkpoint(path)
+        except (ckpt.CheckpointError, ValueError, OSError):
+            continue
+        if upto_ns is None or msgspec.msgpack.decode(cand[2])["last_recv_ns"] <= upto_ns:
+            loaded = cand
+            break
+    scratch = msgspec.structs.replace(settings, book=msgspec.structs.replace(settings.book, shm_name=""))
+    engine = (_restore(scratch, loaded, shm=False) if loaded is not None
+              else Engine(scratch, Book(pivot=settings.book.pivot_currency)))
+    engine.events_on = False
+    return engine
+
+
+def state_as_of(settings: Settings, portfolio_id: str, as_of_ns: int, request: m.PortfolioStateRequest):
+    """The state of a portfolio after every journal record received at or before ``as_of_ns``.
+
+    Built in a scratch engine (private memory): the newest checkpoint whose last
+    record was received at or before as_of_ns, then replay of later records up to it.
+    """
+    jdir, _ = dirs(settings)
+    engine = _scratch_engine(settings, upto_ns=as_of_ns)
+
+    def upto():
+        for rec in read_records(jdir, after_seq=engine.last_seq, repair=False):
+            if rec.recv_ns > as_of_ns:
+                return
+            yield rec
+
+    engine.replay(upto())
+    return engine.state_response(msgspec.structs.replace(request, as_of_timestamp=None))
+
+
+def engine_at(settings: Settings, seq: int) -> Engine | None:
+    """A scratch engine (private memory, no journal, no events) holding the state after journal
+    record ``seq``: the newest checkpoint at or before it, then replay up to it. None when what is
+    on disk cannot rebuild it (the records after every usable checkpoint were retired)."""
+    jdir, _ = dirs(settings)
+    engine = _scratch_engine(settings, upto_seq=seq)
+    if engine.last_seq == seq:
+        return engine
+    first = []
+
+    def upto():
+        for rec in read_records(jdir, after_seq=engine.last_seq, repair=False):
+            if not first:
+                first.append(rec.seq)
+                if rec.seq != engine.last_seq + 1:
+                    return
+            if rec.seq > seq:
+                return
+            yield rec
+
+    engine.replay(upto())
+    return engine if engine.last_seq == seq else None
+
+
+def catch_up_sets(settings: Settings, after: int, upto: int, chunk: int = 2000):
+    """ChangeSets covering journal records (after, upto], in runs (lists), for a write-behind
+    that resumes: replayed through a scratch engine and the same capture as the live path. When
+    the state at ``after`` cannot be rebuilt, one full resync at ``upto`` (logged: the time
+    series then have a gap)."""
+    from .capture import ChangeCapture
+
+    if upto <= after:
+        return
+    cfg = settings.sink
+    engine = engine_at(settings, after)
+    if engine is None:
+        log.warning("journal records %d..%d can no longer be rebuilt (retired): writing the whole state as of "
+                    "%d instead; the time series have a gap there", after + 1, upto, upto)
+        engine = engine_at(settings, upto)
+        cap = ChangeCapture(engine.book)
+        cap.seq = after
+        yield [cap.take(upto, time.time_ns(), full=True)]
+        return
+    cap = ChangeCapture(engine.book, revalue_max_rows=1 << 62, weight_epsilon=cfg.weight_epsilon)
+    cap.seq = after
+    engine.capture = cap
+    jdir, _ = dirs(settings)
+    batch: list = []
+
+    def take(last_ns):
+        engine.replay(batch)
+        cs = cap.take(engine.last_seq, last_ns, snapshot=True, revalue=True)
+        batch.clear()
+        return [cs] if cs is not None else []
+
+    for rec in read_records(jdir, after_seq=after, repair=False):
+        if rec.seq > upto:
+            break
+        batch.append(rec)
+        if len(batch) >= chunk:
+            yield take(rec.recv_ns)
+    if batch:
+        yield take(batch[-1].recv_ns)

@@ -1,0 +1,285 @@
+"""The write-behind thread: committed ChangeSets -> the store (watermarked) and the Redis cache.
+
+Owns: ``WriteBehind``: a thread with its own asyncio loop and connections, fed by
+a bounded queue the engine never blocks on (``offer`` refuses when full and the
+engine's capture keeps coalescing). It connects with backoff, resumes from the
+store's watermark (catch-up: a private scratch engine rebuilt at the watermark
+replays the journal up to where the live hand-offs begin, through the same
+capture), writes runs of hand-offs as one transaction each with the watermark
+inside it, retries a failed transaction after reconnecting (and skips it if the
+watermark shows it committed), keeps Redis current (coalesced while Redis is
+away), and drains on shutdown.
+Runs on: its own thread ("pstate-sink"). Imports: daemon.capture, daemon.recovery, persistence.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+
+from portfolio_state.persistence.changes import ChangeSet, tables
+
+from .config import Settings
+
+log = logging.getLogger("pstate.sink")
+
+_STOP = object()
+
+
+def journal_id(data_dir: str) -> str:
+    """The identity of this data directory's journal (its sequence numbers mean something only
+    with it): created once, kept in <data_dir>/journal.id."""
+    path = os.path.join(data_dir, "journal.id")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        jid = uuid.uuid4().hex
+        os.makedirs(data_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(jid)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return jid
+
+
+def make_store(settings: Settings, jid: str):
+    cfg = settings.sink
+    if cfg.backend == "postgres":
+        from portfolio_state.persistence.pgstore import PostgresStore
+
+        return PostgresStore(cfg.postgres_dsn, jid, cfg.partitions_ahead)
+    from portfolio_state.persistence.duckstore import DuckDBStore
+
+    return DuckDBStore(cfg.duckdb_path or os.path.join(settings.journal.data_dir, "store.duckdb"), jid)
+
+
+class WriteBehind:
+    def __init__(self, settings: Settings, start_seq: int, jid: str, store=None, cache=None):
+        cfg = settings.sink
+        self.settings, self.cfg, self.start_seq, self.jid = settings, cfg, start_seq, jid
+        self.store = store if store is not None else make_store(settings, jid)
+        if cache is None and cfg.redis_url:
+            from portfolio_state.persistence.rediscache import RedisCache
+
+            cache = RedisCache(cfg.redis_url, cfg.redis_prefix)
+        self.cache = cache
+        self.q: queue.Queue = queue.Queue(cfg.queue_max)
+        self.persisted = -1          # the store's watermark (-1: not known yet)
+        self.store_error: str | None = None   # set by a failed attempt (connecting is not an outage)
+        self.cache_error: str | None = None
+        self.catching_up = True
+        self.rows = 0
+        self.transactions = 0
+        self.write_s = 0.0
+        self.retries = 0
+        self._run_id = uuid.uuid4().hex[:16]   # with a counter: names each transaction (the lost-answer check)
+        self._txns = 0
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="pstate-sink", daemon=True)
+
+    # ------------------------------------------------------------------ engine side
+    def start(self) -> None:
+        self.thread.start()
+
+    def has_room(self) -> bool:
+        return not self.q.full()
+
+    def offer(self, cs: ChangeSet) -> bool:
+        try:
+            self.q.put_nowait(cs)
+            return True
+        except queue.Full:
+            return False
+
+    def drain(self, timeout: float) -> bool:
+        """Persist what was handed off, then stop the thread. False if it could not in time
+        (the journal still holds everything: the next start resumes from the watermark)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                self.q.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join(max(0.0, deadline - time.time()))
+        if self.thread.is_alive():
+            self._stopping.set()
+            self.thread.join(2.0)
+            return False
+        return True
+
+    def status(self, committed_seq: int) -> dict:
+        lag = committed_seq - max(self.persisted, 0)
+        return {"backend": self.store.name, "persisted_seq": self.persisted, "lag_records": lag,
+                "store_error": self.store_error, "cache": self.cache is not None, "cache_error": self.cache_error,
+                "catching_up": self.catching_up, "queued": self.q.qsize(), "rows_written": self.rows,
+                "transactions": self.transactions, "retries": self.retries,
+                "rows_per_s_writing": self.rows / self.write_s if self.write_s else 0.0,
+                "timescaledb": getattr(self.store, "timescale", False)}
+
+    def degraded(self, committed_seq: int) -> str | None:
+        if self.store_error:
+            return f"store: {self.store_error}"
+        if committed_seq - max(self.persisted, 0) > self.cfg.lag_degraded:
+            return f"store lag {committed_seq - max(self.persisted, 0)} records"
+        if self.cache_error:
+            return f"cache: {self.cache_error}"
+        return None
+
+    # ------------------------------------------------------------------ thread
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception:
+            log.exception("write-behind thread failed; the journal holds everything, a restart resumes")
+            self.store_error = "thread failed (see log)"
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(min(self.cfg.retry_max_s, 0.05 * 2 ** min(attempt, 10)))
+
+    async def _connect_store(self) -> bool:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self.store.close()
+                self.persisted = await self.store.open()
+                self.store_error = None
+                return True
+            except Exception as e:
+                self.store_error = f"{type(e).__name__}: {e}"
+                if attempt == 0:
+                    log.warning("store unreachable (%s); retrying with backoff, the journal holds everything",
+                                self.store_error)
+                attempt += 1
+                await self._backoff(attempt)
+        return False
+
+    async def _connect_cache(self) -> None:
+        try:
+            await self.cache.close()
+            await self.cache.open()
+            self.cache_error = None
+        except Exception as e:
+            self.cache_error = f"{type(e).__name__}: {e}"
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not await self._connect_store():
+            return
+        if self.cache is not None:
+            await self._connect_cache()
+        if self.persisted < self.start_seq:
+            await self._catch_up()
+        self.catching_up = False
+        cache_next = 0.0
+        cache_attempt = 0
+        stop = False
+        while not stop:
+            items = await loop.run_in_executor(None, self._take, 0.05)
+            if items and items[-1] is _STOP:
+                items.pop()
+                stop = True
+            if items:
+                if self.cache is not None:
+                    for cs in items:
+                        self.cache.stage(cs)
+                await self._write(items)
+            if self.cache is not None and self.cache.pending and time.monotonic() >= cache_next:
+                try:
+                    if self.cache_error:
+                        await self._connect_cache()
+                    if not self.cache_error:
+                        await self.cache.flush()
+                        cache_attempt = 0
+                except Exception as e:
+                    self.cache_error = f"{type(e).__name__}: {e}"
+                if self.cache_error:
+                    cache_attempt += 1
+                    cache_next = time.monotonic() + min(self.cfg.retry_max_s, 0.05 * 2 ** min(cache_attempt, 10))
+            if self._stopping.is_set():
+                break
+        await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+    def _take(self, wait: float) -> list:
+        """What is queued now (at least one item if any arrives within ``wait``)."""
+        out = []
+        try:
+            out.append(self.q.get(timeout=wait))
+            while out[-1] is not _STOP and len(out) < 1000:
+                out.append(self.q.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    async def _write(self, items: list[ChangeSet]) -> None:
+        """Runs of hand-offs up to batch_rows rows, one transaction each, in order. (A hand-off may
+        cover no new journal record, e.g. a snapshot or the exact final pass: it is still written.)"""
+        run: list[ChangeSet] = []
+        rows = 0
+        for cs in items:
+            run.append(cs)
+            rows += cs.rows()
+            if rows >= self.cfg.batch_rows:
+                await self._commit(run)
+                run, rows = [], 0
+        if run:
+            await self._commit(run)
+
+    async def _commit(self, run: list[ChangeSet]) -> None:
+        seq_hi = run[-1].seq_hi
+        tabs = tables(run)
+        n = sum(len(next(iter(c.values()))) for c in tabs.values() if c)
+        attempt = 0
+        self._txns += 1
+        txn = f"{self._run_id}:{self._txns}"
+        while True:
+            try:
+                t0 = time.perf_counter()
+                await self.store.write(tabs, seq_hi, txn)
+                self.write_s += time.perf_counter() - t0
+                self.persisted = max(self.persisted, seq_hi)
+                self.rows += n
+                self.transactions += 1
+                self.store_error = None
+                return
+            except Exception as e:
+                self.store_error = f"{type(e).__name__}: {e}"
+                self.retries += 1
+                if attempt == 0:
+                    log.warning("store write failed (%s); reconnecting with backoff", self.store_error)
+                attempt += 1
+                if self._stopping.is_set():
+                    return
+                await self._backoff(attempt)
+                if not await self._connect_store():
+                    return
+                try:
+                    if await self.store.last_txn() == txn:
+                        return  # it had committed: the answer was lost, not the rows
+                except Exception:
+                    continue
+
+    async def _catch_up(self) -> None:
+        """Copy journal records (watermark, start_seq] through a scratch engine, or resync whole."""
+        from .recovery import catch_up_sets
+
+        t0 = time.perf_counter()
+        n = 0
+        start = max(self.persisted, 0)
+        for run in catch_up_sets(self.settings, start, self.start_seq):
+            if self._stopping.is_set():
+                return
+            await self._write(run)
+            n += len(run)
+            await asyncio.sleep(0)
+        log.info("write-behind caught up from seq %d to %d (%d hand-offs) in %.2fs",
+                 start, self.start_seq, n, time.perf_counter() - t0)

@@ -1,0 +1,314 @@
+"""What the engine hands to the write-behind thread: one ``ChangeSet`` per hand-off, and its rows.
+
+Owns: ``ChangeSet`` (committed changes covering journal records seq_lo..seq_hi,
+as NumPy columns plus resolved string ids: built on the engine thread, read-only
+afterwards) and the row builders every store shares (``position_rows``,
+``state_rows``, ...), so PostgreSQL, DuckDB and Redis write the same numbers.
+Runs on: built on the engine thread, read on the write-behind thread. Imports: numpy, kernels.enums.
+
+Units in a ChangeSet are the book's: quantities micro-units, money base cents
+(int64), weights and percentages fractions. ``tables`` gives the spec's Float
+columns as floats in currency units and its Decimal columns as integer cents /
+micro-units (kinds in ``COLUMNS``), which each store converts exactly, so
+numeric(15,2) receives exactly the cents memory holds.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from portfolio_state.kernels.enums import EXPOSURE_TYPE_NAMES as EXPOSURE_TYPES
+from portfolio_state.kernels.enums import QTY_SCALE, STATUS_NAMES
+
+
+@dataclass
+class Positions:
+    """Position rows: ``change`` rows are position changes (trades, status) for position_changes_ts;
+    every row is also the position's current value for the positions table."""
+    position_id: list
+    portfolio_id: list
+    instrument_id: list
+    qty: np.ndarray          # int64 micro-units
+    cost: np.ndarray         # int64 base cents
+    mv: np.ndarray           # int64 base cents
+    weight: np.ndarray       # float64
+    status: np.ndarray       # int8 PositionStatus
+    updated_ns: np.ndarray   # int64
+    old_qty: np.ndarray
+    old_mv: np.ndarray
+    old_weight: np.ndarray
+    change: np.ndarray       # bool
+
+    def __len__(self) -> int:
+        return len(self.position_id)
+
+
+@dataclass
+class States:
+    """Portfolio snapshots (PortfolioState + MarginRequirement numbers), base cents unless noted."""
+    portfolio_id: list
+    total: np.ndarray
+    cash: np.ndarray
+    invested: np.ndarray
+    available_cash: np.ndarray
+    margin_used: np.ndarray
+    margin_available: np.ndarray
+    leverage: np.ndarray     # float64
+    position_count: np.ndarray
+    init_margin: np.ndarray
+    maint_margin: np.ndarray
+    excess_liquidity: np.ndarray
+    buying_power: np.ndarray
+    updated_ns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.portfolio_id)
+
+
+@dataclass
+class Exposures:
+    portfolio_id: list
+    exposure_type: list
+    category: list
+    value: np.ndarray        # int64 base cents
+    pct: np.ndarray          # float64
+    limit: np.ndarray        # float64, NaN = none
+    util: np.ndarray         # float64, NaN = no limit
+
+    def __len__(self) -> int:
+        return len(self.portfolio_id)
+
+
+@dataclass
+class ChangeSet:
+    """Everything committed in journal records (seq_lo, seq_hi] that the stores copy."""
+    seq_lo: int
+    seq_hi: int
+    ts_ns: int
+    positions: Positions | None = None
+    states: States | None = None                 # only on snapshot hand-offs
+    exposures: Exposures | None = None           # only on snapshot hand-offs
+    cash: list = field(default_factory=list)     # (portfolio_id, currency, cents) of snapshot portfolios
+    cash_flows: list = field(default_factory=list)   # (cash_flow_id, portfolio_id, cents, currency, flow_type, description, ts_ns)
+    portfolios: list = field(default_factory=list)   # dicts: the spec's Portfolio fields (+ instrument_limit)
+    instruments: list = field(default_factory=list)  # dicts: Instrument fields
+    limits: list = field(default_factory=list)       # (portfolio_id, exposure_type, category, limit or None)
+    redis_positions: dict = field(default_factory=dict)  # portfolio_id -> Positions rows (its whole list)
+    metrics: dict | None = None                  # the daemon's metrics (performance:current)
+    full: bool = False                           # a resync: every portfolio and position is in it
+
+    def rows(self) -> int:
+        return (len(self.positions or ()) + len(self.states or ()) + len(self.exposures or ())
+                + len(self.cash_flows) + len(self.portfolios) + len(self.instruments) + len(self.limits))
+
+
+# ------------------------------------------------------------------ tables (columns)
+# kinds: str, f8 (float, NaN = NULL), i8, ts (int64 ns since epoch), cents (int64 -> DECIMAL(15,2)),
+# micro (int64 -> DECIMAL(15,6)), date (ISO text), bool
+
+#: table -> [(column, kind)]: what each store writes, in this order
+COLUMNS = {
+    "positions": [("position_id", "str"), ("portfolio_id", "str"), ("instrument_id", "str"), ("quantity", "micro"),
+                  ("cost_basis", "cents"), ("market_value", "cents"), ("unrealized_pnl", "cents"), ("weight", "f8"),
+                  ("status", "str"), ("last_updated", "ts")],
+    "position_changes_ts": [("timestamp", "ts"), ("position_id", "str"), ("portfolio_id", "str"),
+                            ("instrument_id", "str"), ("quantity", "f8"), ("market_value", "f8"), ("weight", "f8"),
+                            ("unrealized_pnl", "f8"), ("quantity_change", "f8"), ("value_change", "f8"),
+                            ("weight_change", "f8"), ("change_type", "str")],
+    "portfolio_state_ts": [("timestamp", "ts"), ("portfolio_id", "str"), ("total_value", "f8"), ("cash_balance", "f8"),
+                           ("invested_value", "f8"), ("available_cash", "f8"), ("margin_used", "f8"),
+                           ("margin_available", "f8"), ("leverage_ratio", "f8"), ("position_count", "i8")],
+    "margin_requirements": [("portfolio_id", "str"), ("initial_margin", "cents"), ("maintenance_margin", "cents"),
+                            ("excess_liquidity", "cents"), ("buying_power", "cents"), ("last_updated", "ts")],
+    "exposures_ts": [("timestamp", "ts"), ("portfolio_id", "str"), ("exposure_type", "str"), ("category", "str"),
+                     ("exposure_value", "f8"), ("exposure_percentage", "f8"), ("limit_percentage", "f8"),
+                     ("utilization", "f8")],
+    "cash_flows": [("cash_flow_id", "str"), ("portfolio_id", "str"), ("amount", "cents"), ("currency", "str"),
+                   ("flow_type", "str"), ("description", "str"), ("timestamp", "ts")],
+    "cash_balances": [("portfolio_id", "str"), ("currency", "str"), ("amount", "cents")],
+    "portfolios": [("portfolio_id", "str"), ("portfolio_name", "str"), ("base_currency", "str"),
+                   ("portfolio_type", "str"), ("inception_date", "date"), ("status", "str"), ("benchmark", "str"),
+                   ("instrument_limit", "f8")],
+    "instruments": [("instrument_id", "str"), ("currency", "str"), ("sector", "str"), ("country", "str"),
+                    ("asset_class", "str"), ("multiplier", "i8"), ("long_initial", "f8"), ("long_maintenance", "f8"),
+                    ("short_initial", "f8"), ("short_maintenance", "f8")],
+    "exposure_limits": [("portfolio_id", "str"), ("exposure_type", "str"), ("category", "str"),
+                        ("limit_percentage", "f8")],
+}
+#: upserted tables and their keys (a later row replaces an earlier one); the rest are appended
+KEYS = {"positions": ("position_id",), "cash_balances": ("portfolio_id", "currency"), "portfolios": ("portfolio_id",),
+        "instruments": ("instrument_id",), "exposure_limits": ("portfolio_id", "exposure_type", "category"),
+        "cash_flows": ("cash_flow_id",)}
+
+
+def change_type(old: int, new: int) -> str:
+    if old == new:
+        return "STATUS"
+    if old == 0:
+        return "OPEN"
+    if new == 0:
+        return "CLOSE"
+    if (old > 0) != (new > 0):
+        return "REVERSE"
+    return "INCREASE" if abs(new) > abs(old) else "DECREASE"
+
+
+def _cat(parts: list[dict]) -> dict:
+    """Concatenate column dicts of one table."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for k in parts[0]:
+        vals = [p[k] for p in parts]
+        out[k] = np.concatenate(vals) if isinstance(vals[0], np.ndarray) else [x for v in vals for x in v]
+    return out
+
+
+def _dedupe(cols: dict, key: tuple) -> dict:
+    """Keep the last row of each key (a transaction upserts a row once)."""
+    keys = list(zip(*(cols[k] for k in key)))
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return cols
+    idx = np.array(sorted(last.values()), np.int64)
+    return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx.tolist()]) for k, v in cols.items()}
+
+
+def tables(sets: list[ChangeSet]) -> dict[str, dict]:
+    """The rows of a run of ChangeSets, per table, as columns (NumPy arrays or lists) in COLUMNS
+    order; upserted tables keep the last row per key."""
+    parts: dict[str, list[dict]] = {}
+    put = lambda t, cols: parts.setdefault(t, []).append(cols)  # noqa: E731
+    for cs in sets:
+        p = cs.positions
+        if p is not None and len(p):
+            put("positions", {"position_id": p.position_id, "portfolio_id": p.portfolio_id,
+                              "instrument_id": p.instrument_id, "quantity": p.qty, "cost_basis": p.cost,
+                              "market_value": p.mv, "unrealized_pnl": p.mv - p.cost, "weight": p.weight,
+                              "status": [STATUS_NAMES[x] for x in p.status.tolist()], "last_updated": p.updated_ns})
+            ch = np.flatnonzero(p.change)
+            if len(ch):
+                q, o, mv, omv = p.qty[ch], p.old_qty[ch], p.mv[ch], p.old_mv[ch]
+                put("position_changes_ts", {
+                    "timestamp": p.updated_ns[ch], "position_id": [p.position_id[j] for j in ch.tolist()],
+                    "portfolio_id": [p.portfolio_id[j] for j in ch.tolist()],
+                    "instrument_id": [p.instrument_id[j] for j in ch.tolist()],
+                    "quantity": q / QTY_SCALE, "market_value": mv / 100, "weight": p.weight[ch],
+                    "unrealized_pnl": (mv - p.cost[ch]) / 100, "quantity_change": (q - o) / QTY_SCALE,
+                    "value_change": (mv - omv) / 100, "weight_change": p.weight[ch] - p.old_weight[ch],
+                    "change_type": [change_type(a, b) for a, b in zip(o.tolist(), q.tolist())]})
+        s = cs.states
+        if s is not None and len(s):
+            at = np.full(len(s), cs.ts_ns, np.int64)
+            lev = s.leverage.astype(np.float64)
+            put("portfolio_state_ts", {"timestamp": at, "portfolio_id": s.portfolio_id, "total_value": s.total / 100,
+                                       "cash_balance": s.cash / 100, "invested_value": s.invested / 100,
+                                       "available_cash": s.available_cash / 100, "margin_used": s.margin_used / 100,
+                                       "margin_available": s.margin_available / 100,
+                                       "leverage_ratio": np.where(np.isfinite(lev), lev, np.nan),
+                                       "position_count": s.position_count.astype(np.int64)})
+            put("margin_requirements", {"portfolio_id": s.portfolio_id, "initial_margin": s.init_margin,
+                                        "maintenance_margin": s.maint_margin, "excess_liquidity": s.excess_liquidity,
+                                        "buying_power": s.buying_power.astype(np.int64), "last_updated": at})
+        e = cs.exposures
+        if e is not None and len(e):
+            put("exposures_ts", {"timestamp": np.full(len(e), cs.ts_ns, np.int64), "portfolio_id": e.portfolio_id,
+                                 "exposure_type": e.exposure_type, "category": e.category,
+                                 "exposure_value": e.value / 100, "exposure_percentage": e.pct,
+                                 "limit_percentage": e.limit, "utilization": e.util})
+        if cs.cash:
+            pid, ccy, amt = zip(*cs.cash)
+            put("cash_balances", {"portfolio_id": list(pid), "currency": list(ccy), "amount": np.array(amt, np.int64)})
+        if cs.cash_flows:
+            cfid, pid, amt, ccy, typ, desc, t = zip(*cs.cash_flows)
+            put("cash_flows", {"cash_flow_id": list(cfid), "portfolio_id": list(pid), "amount": np.array(amt, np.int64),
+                               "currency": list(ccy), "flow_type": list(typ), "description": list(desc),
+                               "timestamp": np.array(t, np.int64)})
+        if cs.portfolios:
+            put("portfolios", {
+                "portfolio_id": [x["portfolio_id"] for x in cs.portfolios],
+                "portfolio_name": [x.get("portfolio_name") or x["portfolio_id"] for x in cs.portfolios],
+                "base_currency": [x.get("base_currency", "USD") for x in cs.portfolios],
+                "portfolio_type": [x.get("portfolio_type", "LONG_SHORT") for x in cs.portfolios],
+                "inception_date": [_date(x.get("inception_date")) for x in cs.portfolios],
+                "status": [x.get("status") or "ACTIVE" for x in cs.portfolios],
+                "benchmark": [x.get("benchmark") for x in cs.portfolios],
+                "instrument_limit": np.array([np.nan if x.get("instrument_limit") is None else x["instrument_limit"]
+                                              for x in cs.portfolios], np.float64)})
+        if cs.instruments:
+            m = [x.get("margin") or (np.nan,) * 4 for x in cs.instruments]
+            put("instruments", {
+                "instrument_id": [x["instrument_id"] for x in cs.instruments],
+                "currency": [x.get("currency", "USD") for x in cs.instruments],
+                "sector": [x.get("sector", "UNKNOWN") for x in cs.instruments],
+                "country": [x.get("country", "UNKNOWN") for x in cs.instruments],
+                "asset_class": [x.get("asset_class", "EQUITY") for x in cs.instruments],
+                "multiplier": np.array([int(x.get("multiplier", 1)) for x in cs.instruments], np.int64),
+                **{c: np.array([r[i] for r in m], np.float64)
+                   for i, c in enumerate(("long_initial", "long_maintenance", "short_initial", "short_maintenance"))}})
+        if cs.limits:
+            pid, typ, cat, lim = zip(*cs.limits)
+            put("exposure_limits", {"portfolio_id": list(pid), "exposure_type": list(typ), "category": list(cat),
+                                    "limit_percentage": np.array([np.nan if x is None else x for x in lim], np.float64)})
+    out = {t: _cat(v) for t, v in parts.items()}
+    for t, key in KEYS.items():
+        if t in out:
+            out[t] = _dedupe(out[t], key)
+    return out
+
+
+def _date(d) -> str:
+    try:
+        return _dt.date.fromisoformat(str(d)[:10]).isoformat() if d else "1970-01-01"
+    except ValueError:
+        return "1970-01-01"
+
+
+def nan_none(x: float):
+    return None if x != x or math.isinf(x) else x
+
+
+# ------------------------------------------------------------------ JSON documents (Redis)
+
+def iso(ns: int) -> str | None:
+    return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="ms") + "Z" if ns else None
+
+
+def state_doc(s: States, j: int) -> dict:
+    """The spec's PortfolioState as JSON-ready values."""
+    return {"portfolio_id": s.portfolio_id[j], "total_value": int(s.total[j]) / 100,
+            "cash_balance": int(s.cash[j]) / 100, "invested_value": int(s.invested[j]) / 100,
+            "available_cash": int(s.available_cash[j]) / 100, "margin_used": int(s.margin_used[j]) / 100,
+            "margin_available": int(s.margin_available[j]) / 100, "leverage_ratio": nan_none(float(s.leverage[j])),
+            "position_count": int(s.position_count[j]), "last_updated": iso(s.updated_ns[j])}
+
+
+def margin_doc(s: States, j: int, at_ns: int) -> dict:
+    pid = s.portfolio_id[j]
+    return {"requirement_id": pid, "portfolio_id": pid, "initial_margin": int(s.init_margin[j]) / 100,
+            "maintenance_margin": int(s.maint_margin[j]) / 100, "excess_liquidity": int(s.excess_liquidity[j]) / 100,
+            "buying_power": int(s.buying_power[j]) / 100, "last_updated": iso(at_ns)}
+
+
+def position_docs(p: Positions) -> list[dict]:
+    return [{"position_id": pid, "instrument_id": inst, "quantity": q / QTY_SCALE, "market_value": mv / 100,
+             "cost_basis": c / 100, "unrealized_pnl": (mv - c) / 100, "weight": w, "status": STATUS_NAMES[st],
+             "last_updated": iso(u)}
+            for pid, inst, q, c, mv, w, st, u in zip(p.position_id, p.instrument_id, p.qty.tolist(), p.cost.tolist(),
+                                                     p.mv.tolist(), p.weight.tolist(), p.status.tolist(),
+                                                     p.updated_ns.tolist())]
+
+
+def exposure_docs(e: Exposures) -> dict[str, dict[str, list]]:
+    """portfolio_id -> Map<ExposureType, List<Exposure>> (every type present, maybe empty)."""
+    out: dict[str, dict[str, list]] = {}
+    for pid, typ, cat, v, pct, lim, u in zip(e.portfolio_id, e.exposure_type, e.category, e.value.tolist(),
+                                             e.pct.tolist(), e.limit.tolist(), e.util.tolist()):
+        d = out.setdefault(pid, {t: [] for t in EXPOSURE_TYPES})
+        d[typ].append({"exposure_id": f"{pid}:{typ}:{cat}", "exposure_type": typ, "category": cat,
+                       "exposure_value": v / 100, "exposure_percentage": pct, "limit_percentage": nan_none(lim),
+                       "utilization": nan_none(u)})
+    return out

@@ -1,0 +1,45 @@
+"""Durability settings: journal, group commit, checkpoints. One frozen Struct, every field documented.
+
+Owns: ``JournalConfig``. Runs on: any thread. Imports: msgspec.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+
+def doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class JournalConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    data_dir: Annotated[str, doc("Directory of the journal (journal/) and checkpoints (checkpoints/). Empty: no journal, nothing survives a restart. Default pstate-data.")] = "pstate-data"
+    fsync: Annotated[Literal["batch", "interval", "off"], doc("batch: a reply leaves only after fdatasync covers it (durable ack, group commit); interval: replies leave at once, fdatasync every fsync_interval_ms (a crash loses at most that window of acknowledged updates); off: never (benchmarks only, logged loudly). Default batch.")] = "batch"
+    fsync_interval_ms: Annotated[float, doc("With fsync=interval: time between syncs, ms. Default 10.")] = 10.0
+    segment_bytes: Annotated[int, doc("Journal segment size before a new file starts, bytes. Default 256 MiB.")] = 256 << 20
+    checkpoint_interval_s: Annotated[float, doc("Seconds between checkpoints (also one at clean shutdown); 0 = only at shutdown. Default 300.")] = 300.0
+    checkpoints_kept: Annotated[int, doc("Checkpoints kept; journal segments older than the oldest kept one are deleted. Default 2.")] = 2
+    fault_enospc_after_bytes: Annotated[int, doc("Fault injection (tests): the journal fails with ENOSPC once this many bytes were written; -1 = off. Default -1.")] = -1
+    fault_fsync_fail_after: Annotated[int, doc("Fault injection (tests): this many syncs succeed, the next fails with EIO; -1 = off. Default -1.")] = -1
+
+
+class SinkConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    backend: Annotated[Literal["duckdb", "postgres", "none"], doc("Where the write-behind thread copies committed changes: duckdb (an embedded file, no server), postgres (postgres_dsn), none. Needs the journal (journal.data_dir). Default duckdb.")] = "duckdb"
+    duckdb_path: Annotated[str, doc("DuckDB file of the duckdb backend; empty = <journal.data_dir>/store.duckdb. Default empty.")] = ""
+    postgres_dsn: Annotated[str, doc("PostgreSQL connection string of the postgres backend, e.g. postgresql://postgres@127.0.0.1:5432/pstate. Default empty.")] = ""
+    redis_url: Annotated[str, doc("Redis cache (spec keys and TTLs), e.g. redis://127.0.0.1:6379/0; empty = no cache. Default empty.")] = ""
+    redis_prefix: Annotated[str, doc("Prefix put before every Redis key (e.g. 'desk1:'). Default empty.")] = ""
+    flush_interval_ms: Annotated[float, doc("How often the engine hands committed changes to the thread, ms (changes in between coalesce). Default 100.")] = 100.0
+    state_interval_ms: Annotated[float, doc("Cadence of state snapshots (portfolio_state_ts, exposures_ts, margin_requirements, Redis) for portfolios changed since their last one, ms. Default 1000.")] = 1000.0
+    heartbeat_s: Annotated[float, doc("Every this many seconds every portfolio gets a snapshot, changed or not; 0 = only on change. Default 3600.")] = 3600.0
+    revalue_interval_ms: Annotated[float, doc("Cadence of the pass that copies price-driven changes (market_value, unrealized_pnl, weight) of positions to the positions table, ms. Default 5000.")] = 5000.0
+    revalue_max_rows: Annotated[int, doc("Most positions one revaluation pass looks at (it resumes where it stopped), slots. Default 1000000.")] = 1_000_000
+    weight_epsilon: Annotated[float, doc("A revaluation pass rewrites a position whose weight moved more than this (fraction); quantity, cost, value and status changes always. Default 0.0001.")] = 1e-4
+    redis_positions_per_flush: Annotated[int, doc("Most portfolios whose positions:{id} list is rebuilt per snapshot (round robin), portfolios. Default 256.")] = 256
+    queue_max: Annotated[int, doc("Hand-offs waiting for the thread before the engine stops handing off (changes then coalesce, nothing is lost), hand-offs. Default 64.")] = 64
+    batch_rows: Annotated[int, doc("Rows per database transaction, at most (a hand-off is never split). Default 100000.")] = 100_000
+    lag_degraded: Annotated[int, doc("Health turns degraded when the persisted journal sequence trails the committed one by more than this many records, or the store is unreachable. Default 100000.")] = 100_000
+    retry_max_s: Annotated[float, doc("Longest wait between reconnect attempts to an unreachable store or cache, s. Default 5.")] = 5.0
+    partitions_ahead: Annotated[int, doc("Native partitioning (no TimescaleDB): partitions created ahead of now, in chunk intervals (days; hours for exposures_ts). Default 3.")] = 3
+    drain_timeout_s: Annotated[float, doc("At shutdown, how long to wait for the thread to persist what is committed, s. Default 30.")] = 30.0

@@ -1,0 +1,282 @@
+"""The journal: append-only segment files of length-prefixed, sequenced, CRC32C-checked records.
+
+Owns: ``JournalWriter`` (append, group-commit sync, segment roll, retirement),
+``read_records`` (verify and iterate; a torn tail is truncated, any other
+damage stops with the file and offset), record kinds and ``JournalError``.
+Runs on: the engine thread (append) and the sync thread (``sync``: fdatasync
+only). Imports: stdlib, crc32c.
+
+Record (little-endian):
+    u32 length | u64 seq | i64 recv_ns | u8 kind | u32 payload_crc | u32 header_crc | payload
+payload_crc is CRC32C of the payload; header_crc is CRC32C of the 25 header bytes
+before it. With both, a torn final write (only trailing garbage) is told apart
+from damage earlier in the file: damage is followed by a valid record, a torn
+tail never is.
+Segment ``{first_seq:020d}.seg`` holds consecutive records; a new segment starts
+once ``segment_bytes`` is reached. Sequences start at 1 and never repeat.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from crc32c import crc32c
+
+log = logging.getLogger("pstate.journal")
+
+HEADER = struct.Struct("<IQqBII")
+HEADER_SIZE = HEADER.size  # 29 bytes
+_HEAD = struct.Struct("<IQqBI")
+
+#: record kinds
+COMMAND = 0      # a client command body (msgpack or JSON), as received
+FEED_PRICES = 1  # msgpack [[instrument_id, price], ...] from a market-data feed, conflated
+FEED_FX = 2      # msgpack [[currency, rate], ...]
+RUN = 3          # msgpack [allocs, columns, pre-reasons, commands]: one run of position updates as kernel inputs
+
+MAX_RECORD = 1 << 30
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be trusted or written; ``code`` says why (DISK_FULL, JOURNAL_IO, CORRUPT)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    recv_ns: int
+    kind: int
+    payload: bytes
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.seg"
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    out = []
+    for name in os.listdir(directory):
+        if name.endswith(".seg") and name[:-4].isdigit():
+            out.append((int(name[:-4]), os.path.join(directory, name)))
+    return sorted(out)
+
+
+def encode_record(seq: int, recv_ns: int, kind: int, payload: bytes) -> bytes:
+    head = _HEAD.pack(len(payload), seq, recv_ns, kind, crc32c(payload))
+    return head + struct.pack("<I", crc32c(head)) + payload
+
+
+def _parse(data, off: int):
+    """(length, seq, recv_ns, kind, payload) of a record whose header and payload both verify at off, else None."""
+    if len(data) - off < HEADER_SIZE:
+        return None
+    length, seq, recv_ns, kind, pcrc, hcrc = HEADER.unpack_from(data, off)
+    if crc32c(bytes(data[off:off + HEADER_SIZE - 4])) != hcrc or length > MAX_RECORD:
+        return None
+    end = off + HEADER_SIZE + length
+    if end > len(data):
+        return None
+    payload = bytes(data[off + HEADER_SIZE:end])
+    if crc32c(payload) != pcrc:
+        return None
+    return length, seq, recv_ns, kind, payload
+
+
+def _valid_record_after(data, off: int) -> int:
+    """Offset of the first verifiable record after off, or -1 (a torn tail has none)."""
+    for k in range(off + 1, len(data) - HEADER_SIZE + 1):
+        if _parse(data, k) is not None:
+            return k
+    return -1
+
+
+def read_records(directory: str, after_seq: int = 0, repair: bool = True) -> Iterator[Record]:
+    """Every record with seq > after_seq, in order, verified.
+
+    A record cut short at the very end of the last segment (a crash mid-write) is
+    truncated away and logged when ``repair``; a bad CRC, a length that runs past
+    the end of a segment that is not the last, or a sequence break raises
+    JournalError naming the file and offset: never skipped silently.
+    """
+    segments = list_segments(directory)
+    expect = None
+    for i, (first, path) in enumerate(segments):
+        last_segment = i == len(segments) - 1
+        if i + 1 < len(segments) and segments[i + 1][0] <= after_seq + 1:
+            expect = segments[i + 1][0]
+            continue  # wholly before what we want
+        with open(path, "rb") as f:
+            data = f.read()
+        off = 0
+        while off < len(data):
+            rec = _parse(data, off)
+            if rec is None:
+                later = _valid_record_after(data, off)
+                if later >= 0 or not last_segment:
+                    raise JournalError("CORRUPT", f"{path} offset {off}: record fails its CRC32C check"
+                                       + (f" (a valid record follows at offset {later})" if later >= 0 else ""))
+                _torn(path, off, len(data), last_segment, repair)
+                return
+            length, seq, recv_ns, kind, payload = rec
+            if expect is not None and seq != expect:
+                raise JournalError("CORRUPT", f"{path} offset {off}: sequence {seq}, expected {expect}")
+            expect = seq + 1
+            if seq > after_seq:
+                yield Record(seq, recv_ns, kind, payload)
+            off += HEADER_SIZE + length
+
+
+def _torn(path: str, off: int, size: int, last_segment: bool, repair: bool) -> None:
+    log.warning("journal %s: torn final record at offset %d (%d bytes); truncating it", path, off, size - off)
+    if repair:
+        with open(path, "r+b") as f:
+            f.truncate(off)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class JournalWriter:
+    """Appends records; ``sync`` makes everything appended so far durable.
+
+    ``append`` runs on the engine thread and only writes to the OS; ``sync`` runs
+    on the sync thread and only calls fdatasync. After any write or sync error
+    the writer is *failed* for good: the process must stop and recover from what
+    is on disk (an fsync error may have dropped pages: never retry and believe it).
+    """
+
+    def __init__(self, directory: str, next_seq: int, segment_bytes: int = 256 << 20,
+                 fault_enospc_after: int = -1, fault_fsync_fail_after: int = -1):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self.next_seq = next_seq
+        self.failed: JournalError | None = None
+        self._fault_bytes = fault_enospc_after      # fault injection: ENOSPC once this many bytes were written
+        self._fault_syncs = fault_fsync_fail_after  # fault injection: EIO on this sync (counting from 0)
+        self._written = 0
+        self._lock = threading.Lock()  # a segment roll must not close the fd a sync is using
+        self._fd = -1
+        self._size = 0
+        segs = list_segments(directory)
+        if segs:
+            first, path = segs[-1]
+            self._open(path)
+        self._retired_upto = 0
+
+    def _open(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._path = path
+
+    def _roll(self) -> None:
+        with self._lock:
+            old = self._fd
+            if old >= 0:
+                os.fdatasync(old)  # the finished segment is durable before the next one is used
+                os.close(old)
+                self._fd = -1
+            self._open(os.path.join(self.directory, segment_name(self.next_seq)))
+            _fsync_dir(self.directory)
+
+    def append(self, records: list[tuple[int, int, bytes]]) -> int:
+        """Write (recv_ns, kind, payload) records; return the last sequence. Raises JournalError."""
+        if self.failed:
+            raise self.failed
+        if not records:
+            return self.next_seq - 1
+        if self._fd < 0 or self._size >= self.segment_bytes:
+            self._roll()
+        seq = self.next_seq
+        buf = bytearray()
+        for recv_ns, kind, payload in records:
+            buf += encode_record(seq, recv_ns, kind, payload)
+            seq += 1
+        try:
+            if self._fault_bytes >= 0 and self._written + len(buf) > self._fault_bytes:
+                keep = max(0, self._fault_bytes - self._written)
+                if keep:
+                    os.write(self._fd, bytes(buf[:keep]))
+                raise OSError(errno.ENOSPC, "No space left on device (injected)")
+            n = os.write(self._fd, buf)
+            if n != len(buf):
+                raise OSError(errno.ENOSPC, f"short write: {n} of {len(buf)} bytes")
+        except OSError as e:
+            self._undo_partial()
+            code = "DISK_FULL" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "JOURNAL_IO"
+            self.failed = JournalError(code, f"journal write failed: {e}")
+            log.error("%s; refusing every mutating command from now on", self.failed)
+            raise self.failed from None
+        self._written += len(buf)
+        self._size += len(buf)
+        self.next_seq = seq
+        return seq - 1
+
+    def _undo_partial(self) -> None:
+        """Cut a partial write off, so the journal ends on a whole record (best effort)."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass  # recovery truncates a torn tail anyway
+
+    def sync(self) -> None:
+        """fdatasync everything appended so far. Raises JournalError; failure is permanent."""
+        if self.failed:
+            raise self.failed
+        try:
+            with self._lock:
+                if self._fault_syncs == 0:
+                    raise OSError(errno.EIO, "Input/output error (injected fsync failure)")
+                if self._fault_syncs > 0:
+                    self._fault_syncs -= 1
+                os.fdatasync(self._fd)
+        except OSError as e:
+            self.failed = JournalError("JOURNAL_IO", f"fdatasync failed: {e}")
+            log.critical("%s: nothing after the last good sync is durable; stopping", self.failed)
+            raise self.failed from None
+
+    def retire_before(self, seq: int) -> int:
+        """Delete segments whose records all have sequence < seq (covered by a checkpoint). Returns how many."""
+        segs = list_segments(self.directory)
+        n = 0
+        for (first, path), nxt in zip(segs, segs[1:]):
+            if nxt[0] <= seq and path != self._path:
+                os.unlink(path)
+                n += 1
+        if n:
+            _fsync_dir(self.directory)
+        return n
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                if not self.failed:
+                    os.fdatasync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_seq(directory: str, repair: bool = True) -> int:
+    """The last valid sequence on disk (repairing a torn tail unless ``repair`` is false: a reader
+    beside a running writer must not), 0 when empty."""
+    last = 0
+    for rec in read_records(directory, repair=repair):
+        last = rec.seq
+    return last

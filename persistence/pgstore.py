@@ -1,0 +1,191 @@
+"""PostgreSQL store: migrations at open, one transaction per write with the watermark inside it.
+
+Owns: ``PostgresStore`` (asyncpg): ``open`` (connect, advisory-locked migrations,
+TimescaleDB detection logged, native partitions ahead), ``watermark``, ``write``
+(appended tables by binary COPY; upserted tables by COPY into a temporary
+staging table + INSERT .. ON CONFLICT; the journal watermark in the same
+transaction, so a write after a crash either happened whole or not at all),
+``read`` (a table as dicts, for verify and takeover).
+Runs on: the write-behind thread's asyncio loop. Imports: asyncpg, numpy, persistence.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from decimal import Decimal
+
+import numpy as np
+
+from . import pg_schema
+from .changes import COLUMNS, KEYS
+
+log = logging.getLogger("pstate.sink.postgres")
+
+_LOCK = 0x70737461  # advisory lock id for migrations ("psta")
+_EPOCH = _dt.datetime(1970, 1, 1)
+
+
+def _column(values, kind: str) -> list:
+    """One column as Python values asyncpg's binary COPY takes."""
+    if kind == "str":
+        return list(values)
+    arr = np.asarray(values)
+    if kind == "f8":
+        return [None if x != x else x for x in arr.astype(np.float64).tolist()]
+    if kind == "i8":
+        return arr.astype(np.int64).tolist()
+    if kind == "ts":
+        stamps = arr.astype(np.int64).astype("datetime64[ns]").astype("datetime64[us]").astype(object)
+        return [None if ns == 0 else d for ns, d in zip(arr.tolist(), stamps)]
+    if kind == "cents":
+        return [Decimal(int(x)).scaleb(-2) for x in arr.tolist()]
+    if kind == "micro":
+        return [Decimal(int(x)).scaleb(-6) for x in arr.tolist()]
+    if kind == "date":
+        return [_dt.date.fromisoformat(x) for x in values]
+    raise ValueError(kind)
+
+
+def records(table: str, cols: dict) -> list[tuple]:
+    return list(zip(*(_column(cols[c], k) for c, k in COLUMNS[table])))
+
+
+class PostgresStore:
+    name = "postgres"
+
+    def __init__(self, dsn: str, journal_id: str, partitions_ahead: int = 3, connect_timeout: float = 5.0):
+        self.dsn, self.journal_id, self.ahead, self.timeout = dsn, journal_id, partitions_ahead, connect_timeout
+        self.conn = None
+        self.timescale = False
+        self._parts: set[str] = set()
+
+    # ------------------------------------------------------------------ open
+    async def open(self) -> int:
+        import asyncpg
+
+        self.conn = await asyncpg.connect(self.dsn, timeout=self.timeout, command_timeout=60)
+        await self.migrate()
+        await self._staging()
+        await self.ensure_partitions(_dt.datetime.utcnow(), _dt.datetime.utcnow())
+        return await self.watermark()
+
+    async def migrate(self) -> None:
+        c = self.conn
+        async with c.transaction():
+            await c.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+            await c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                            "name TEXT NOT NULL, applied_at TIMESTAMP DEFAULT now())")
+            applied = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
+            available = await c.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")
+            installed = await c.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+            if 3 not in applied:
+                self.timescale = bool(available)
+            else:
+                self.timescale = bool(installed)
+            (log.info if not self._parts else log.debug)("timescaledb %s: time series are %s", "available" if self.timescale else "not available",
+                     "hypertables (1 day / 1 hour chunks, 8 space partitions)" if self.timescale
+                     else "natively range-partitioned (1 day / 1 hour partitions, created ahead)")
+            for version, name, statements in pg_schema.MIGRATIONS:
+                if version in applied:
+                    continue
+                for sql in statements(self.timescale):
+                    await c.execute(sql)
+                await c.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+                log.info("migration %d applied: %s", version, name)
+
+    async def _staging(self) -> None:
+        for t in KEYS:
+            cols = ", ".join(f"{c} {_SQLTYPE[k]}" for c, k in COLUMNS[t])
+            await self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{t} ({cols}) ON COMMIT DELETE ROWS")
+
+    async def ensure_partitions(self, lo: _dt.datetime, hi: _dt.datetime) -> None:
+        """Native partitions covering [lo, hi] and `ahead` intervals past now (a bounded range:
+        a row outside it goes to the table's DEFAULT partition)."""
+        if self.timescale:
+            return
+        now = _dt.datetime.utcnow()
+        for table in pg_schema.TS_TABLES:
+            step = pg_schema.step(table)
+            lo_t = max(lo, now - 7 * step)
+            hi_t = min(max(hi, now) + self.ahead * step, now + (self.ahead + 1) * step)
+            t = lo_t
+            while t <= hi_t:
+                for sql in pg_schema.partition_ddl(table, t, self._parts):
+                    try:
+                        async with self.conn.transaction():
+                            await self.conn.execute(sql)
+                    except Exception as e:  # rows already in DEFAULT for that range: they stay there
+                        log.warning("partition not created (%s): %s", sql.split(" PARTITION")[0], e)
+                self._parts.add(pg_schema._bounds(table, t)[0])
+                t += step
+
+    async def watermark(self) -> int:
+        v = await self.conn.fetchval("SELECT seq FROM sink_watermark WHERE journal_id = $1", self.journal_id)
+        return int(v) if v is not None else -1
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            try:
+                await self.conn.close(timeout=2)
+            except Exception:
+                self.conn.terminate()
+            self.conn = None
+
+    # ------------------------------------------------------------------ write
+    async def last_txn(self) -> str | None:
+        return await self.conn.fetchval("SELECT last_txn FROM sink_watermark WHERE journal_id = $1", self.journal_id)
+
+    async def write(self, tabs: dict[str, dict], seq_hi: int, txn: str = "") -> None:
+        c = self.conn
+        stamps = [np.asarray(tabs[t]["timestamp"]) for t in pg_schema.TS_TABLES if t in tabs]
+        stamps = [s[s > 0] for s in stamps if len(s)]
+        if stamps and not self.timescale:
+            lo, hi = min(int(s.min()) for s in stamps if len(s)), max(int(s.max()) for s in stamps if len(s))
+            await self.ensure_partitions(_EPOCH + _dt.timedelta(microseconds=lo // 1000),
+                                         _EPOCH + _dt.timedelta(microseconds=hi // 1000))
+        async with c.transaction():
+            for table, cols in tabs.items():
+                names = [n for n, _ in COLUMNS[table]]
+                if table == "exposure_limits":
+                    await self._limits(cols)
+                    continue
+                recs = records(table, cols)
+                if not recs:
+                    continue
+                if table not in KEYS:
+                    await c.copy_records_to_table(table, records=recs, columns=names)
+                    continue
+                await c.copy_records_to_table(f"stage_{table}", records=recs, columns=names)
+                key = ", ".join(KEYS[table])
+                if table == "cash_flows":  # a cash flow is a fact: never rewritten
+                    conflict = "DO NOTHING"
+                else:
+                    sets = [f"{n} = EXCLUDED.{n}" for n in names if n not in KEYS[table]]
+                    sets.append("updated_at = now()" if table != "positions" else "last_updated = EXCLUDED.last_updated")
+                    conflict = "DO UPDATE SET " + ", ".join(dict.fromkeys(sets))
+                await c.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM stage_{table} "
+                                f"ON CONFLICT ({key}) {conflict}")
+            await c.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES ($1, $2, $3) ON CONFLICT "
+                            "(journal_id) DO UPDATE SET seq = EXCLUDED.seq, last_txn = EXCLUDED.last_txn, "
+                            "updated_at = now()", self.journal_id, seq_hi, txn)
+
+    async def _limits(self, cols: dict) -> None:
+        c = self.conn
+        for pid, typ, cat, lim in zip(cols["portfolio_id"], cols["exposure_type"], cols["category"],
+                                      np.asarray(cols["limit_percentage"]).tolist()):
+            if lim != lim:
+                await c.execute("DELETE FROM exposure_limits WHERE portfolio_id = $1 AND exposure_type = $2 "
+                                "AND category = $3", pid, typ, cat)
+            else:
+                await c.execute("INSERT INTO exposure_limits (portfolio_id, exposure_type, category, limit_percentage) "
+                                "VALUES ($1, $2, $3, $4) ON CONFLICT (portfolio_id, exposure_type, category) DO UPDATE "
+                                "SET limit_percentage = EXCLUDED.limit_percentage, updated_at = now()",
+                                pid, typ, cat, lim)
+
+    # ------------------------------------------------------------------ read
+    async def read(self, table: str, where: str = "") -> list[dict]:
+        return [dict(r) for r in await self.conn.fetch(f"SELECT * FROM {table} {where}")]
+
+
+_SQLTYPE = {"str": "TEXT", "f8": "FLOAT", "i8": "BIGINT", "ts": "TIMESTAMP", "cents": "DECIMAL(15, 2)",
+            "micro": "DECIMAL(15, 6)", "date": "DATE"}

@@ -1,0 +1,86 @@
+"""Redis cache: the spec's keys, JSON values, the spec's TTLs, written in pipelines.
+
+Owns: ``RedisCache``: ``stage`` turns a ChangeSet into key -> JSON (a later value
+of a key replaces a pending one: the cache holds current values only, so it
+coalesces while Redis is away and catches up with the latest), ``flush``
+writes what is pending in one non-transactional pipeline (SET .. EX), keeping it
+pending when Redis fails.
+Runs on: the write-behind thread's asyncio loop. Imports: msgspec, redis, persistence.
+
+Keys (after the configured prefix), values readable without our code:
+  portfolio_state:{id}   PortfolioState              TTL 5 min
+  positions:{id}         List<Position>              TTL 5 min
+  exposures:{id}         Map<ExposureType, List<Exposure>>  TTL 10 min
+  margin:{id}            MarginRequirement           TTL 10 min
+  performance:current    the daemon's service metrics TTL 1 min
+``performance:{id}`` (15 min) is not written: this service does not compute
+PerformanceMetrics yet.
+"""
+from __future__ import annotations
+
+import msgspec
+
+from .changes import ChangeSet, exposure_docs, margin_doc, position_docs, state_doc
+
+TTL_S = {"portfolio_state": 300, "positions": 300, "exposures": 600, "performance": 900, "margin": 600,
+         "performance:current": 60}
+
+
+class RedisCache:
+    def __init__(self, url: str, prefix: str = ""):
+        self.url, self.prefix = url, prefix
+        self.r = None
+        self.pending: dict[str, tuple[bytes, int]] = {}
+        self._enc = msgspec.json.Encoder()
+
+    async def open(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.r = aioredis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+        await self.r.ping()
+
+    async def close(self) -> None:
+        if self.r is not None:
+            try:
+                await self.r.aclose()
+            except Exception:
+                pass
+            self.r = None
+
+    def _put(self, kind: str, pid: str | None, value) -> None:
+        key = f"{self.prefix}{kind}" if pid is None else f"{self.prefix}{kind}:{pid}"
+        self.pending[key] = (self._enc.encode(value), TTL_S[kind if pid is not None else "performance:current"])
+
+    def stage(self, cs: ChangeSet) -> None:
+        s = cs.states
+        if s is not None:
+            for j, pid in enumerate(s.portfolio_id):
+                self._put("portfolio_state", pid, state_doc(s, j))
+                self._put("margin", pid, margin_doc(s, j, cs.ts_ns))
+        if cs.exposures is not None:
+            for pid, doc in exposure_docs(cs.exposures).items():
+                self._put("exposures", pid, doc)
+            if s is not None:  # a portfolio with no exposure at all still gets its (empty) map
+                empty = {t: [] for t in ("INSTRUMENT", "SECTOR", "GEOGRAPHIC", "CURRENCY", "ASSET_CLASS")}
+                for pid in s.portfolio_id:
+                    if f"{self.prefix}exposures:{pid}" not in self.pending:
+                        self._put("exposures", pid, empty)
+        for pid, rows in cs.redis_positions.items():
+            self._put("positions", pid, position_docs(rows))
+        if cs.metrics is not None:
+            self._put("performance:current", None, cs.metrics)
+
+    async def flush(self, chunk: int = 5000) -> int:
+        """Write what is pending; raises (and keeps it pending) if Redis fails."""
+        n = 0
+        while self.pending:
+            keys = list(self.pending)[:chunk]
+            pipe = self.r.pipeline(transaction=False)
+            for k in keys:
+                v, ttl = self.pending[k]
+                pipe.set(k, v, ex=ttl)
+            await pipe.execute()
+            for k in keys:
+                self.pending.pop(k, None)
+            n += len(keys)
+        return n
