@@ -432,14 +432,14 @@ class Book:
     # ------------------------------------------------------------ checkpoints
     def export_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """A consistent copy of everything (arrays + id maps), for a checkpoint. Copies, so the
-        engine can go on while a thread writes it."""
+        engine can go on while a thread writes it. Runs on the engine thread, so nothing here is a
+        Python loop over slots: the (portfolio, instrument) -> head map is rebuilt from the arrays."""
         arrays = {k: np.array(v, copy=True) for k, v in self.a._asdict().items()}
         meta = {
             "capacity": dict(self._cap),
             "pivot": self.currency_ids.ids[self.pivot],
             "ids": {name: list(getattr(self, name).ids) for name in _INTERNERS},
             "slot_ids": list(self.slot_ids),
-            "heads": [[p, k, s] for (p, k), s in self.heads.items()],
             "portfolio_info": [[p, info] for p, info in self.portfolio_info.items()],
             "instrument_info": [[k, info] for k, info in self.instrument_info.items()],
             "instrument_limits": [[p, k, v] for (p, k), v in self.instrument_limits.items()],
@@ -459,7 +459,6 @@ class Book:
                 it.add(ident)
             setattr(book, name, it)
         book.slot_ids = list(meta["slot_ids"])
-        book.heads = {(p, k): s for p, k, s in meta["heads"]}
         book.portfolio_info = {p: info for p, info in meta["portfolio_info"]}
         book.instrument_info = {k: info for k, info in meta["instrument_info"]}
         book.instrument_limits = {(p, k): v for p, k, v in meta["instrument_limits"]}
@@ -469,6 +468,13 @@ class Book:
             getattr(book.a, name)[...] = arr
         owner = book.a.positions["portfolio"]
         book.slot_index = {(int(owner[s]), ident): s for s, ident in enumerate(book.slot_ids) if ident}
+        if "heads" in meta:  # checkpoints written before the map was derived
+            book.heads = {(p, k): s for p, k, s in meta["heads"]}
+        else:
+            n = len(book.slot_ids)
+            pos = book.a.positions[:n]
+            h = np.flatnonzero(pos["head"] == np.arange(n))
+            book.heads = dict(zip(zip(pos["portfolio"][h].tolist(), pos["instrument"][h].tolist()), h.tolist()))
         book.pivot = book.currency_ids.get(meta["pivot"])
         if book.arena:
             for kind, name in (("currency", "currency_ids"), ("portfolio", "portfolio_ids"), ("instrument", "instrument_ids")):

@@ -27,6 +27,18 @@ def _grow(x: np.ndarray, n: int, fill=0) -> np.ndarray:
     return x if len(x) >= n else np.concatenate([x, np.full(max(n, 2 * len(x)) - len(x), fill, x.dtype)])
 
 
+def _union(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Sorted union of two sets of slots below n (a mask, not a sort: they can be a million long)."""
+    if not len(b):
+        return a
+    if not len(a):
+        return b
+    mask = np.zeros(n, np.bool_)
+    mask[a] = True
+    mask[b] = True
+    return np.flatnonzero(mask)
+
+
 class ChangeCapture:
     def __init__(self, book: Book, redis_positions_per_flush: int = 0, revalue_max_rows: int = 1_000_000,
                  weight_epsilon: float = 1e-4):
@@ -46,6 +58,12 @@ class ChangeCapture:
         self.redis_dirty = np.zeros(0, np.bool_)   # per portfolio: positions:{id} to rebuild
         self.redis_cursor = 0
         self.ccy_seen = np.zeros((0, 0), np.bool_)  # per portfolio x currency: non-zero at some hand-off
+        self.head_dirty = np.zeros(0, np.bool_)     # per head slot: traded since its INSTRUMENT row was written
+        self.last_ie = np.zeros(0, np.int64)        # per head slot: INSTRUMENT exposure last written
+        self.last_ie_pct = np.zeros(0, np.float64)  # and its percentage of the portfolio
+        self._id_cache: dict[int, np.ndarray] = {}  # id(list) -> object-array mirror (the id lists only grow)
+        self.exp_force = np.zeros(0, np.bool_)      # per portfolio: next snapshot writes every exposure row
+        self.last_agg: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # aggregate rows last written
         self.cash_flows: list = []
         self.portfolios: list = []
         self.instruments: list = []
@@ -61,10 +79,13 @@ class ChangeCapture:
             self.dirty = _grow(self.dirty, n)
             self.last_qty, self.last_mv, self.last_cost = (_grow(x, n) for x in (self.last_qty, self.last_mv, self.last_cost))
             self.last_w, self.last_status = _grow(self.last_w, n), _grow(self.last_status, n)
+            self.head_dirty, self.last_ie = _grow(self.head_dirty, n), _grow(self.last_ie, n)
+            self.last_ie_pct = _grow(self.last_ie_pct, n)
         P = len(a.portfolios)
         if len(self.versions) < P:
             self.versions = _grow(self.versions, P, -1)
             self.snap_dirty, self.redis_dirty = _grow(self.snap_dirty, P), _grow(self.redis_dirty, P)
+            self.exp_force = _grow(self.exp_force, P)
         C = a.cash.shape[1]
         if self.ccy_seen.shape != (P, C):
             seen = np.zeros((P, C), np.bool_)
@@ -82,22 +103,42 @@ class ChangeCapture:
         P = len(self.book.portfolio_ids)
         self.versions[:P] = a.portfolios["version"][:P]
         self.dirty[:] = False
+        self.last_ie[:n] = pos["inst_exp"]
+        self.last_ie_pct[:n] = self._pct(np.arange(n), self.last_ie[:n])
+        self.head_dirty[:] = False
+
+    def ids(self, names: list) -> np.ndarray:
+        """An object-array mirror of an append-only id list (slot ids, an interner's ids), so that
+        resolving a column of indexes is one NumPy gather, not a Python loop."""
+        arr = self._id_cache.get(id(names))
+        if arr is None or len(arr) < len(names):
+            old = 0 if arr is None else len(arr)
+            tail = np.empty(len(names) - old, object)
+            tail[:] = names[old:]
+            arr = tail if arr is None else np.concatenate([arr, tail])
+            self._id_cache[id(names)] = arr
+        return arr
 
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot: np.ndarray, ok: np.ndarray) -> None:
         if len(self.dirty) < len(self.book.a.positions):
             self._fit()
-        self.dirty[slot[ok]] = True
+        traded = slot[ok]
+        self.dirty[traded] = True
+        self.head_dirty[self.book.a.positions["head"][traded]] = True
 
     def note_status(self, s: int) -> None:
         self._fit()
         self.dirty[s] = True
+        self.head_dirty[self.book.a.positions["head"][s]] = True
 
     # -------------------------------------------------------------- hand-off
-    def take(self, seq_hi: int, now_ns: int, snapshot: bool = False, revalue: bool = False, full: bool = False,
-             metrics: dict | None = None) -> ChangeSet | None:
+    def take(self, seq_hi: int, now_ns: int, snapshot: bool | tuple[int, int] = False, revalue: bool = False,
+             full: bool = False, metrics: dict | None = None) -> ChangeSet | None:
         """A ChangeSet of everything since the last take, covering journal records up to seq_hi;
-        None when nothing changed. ``full``: every position and portfolio (a resync)."""
+        None when nothing changed. ``snapshot``: True for every changed portfolio, or (phase, k)
+        for the changed portfolios whose index is phase mod k (snapshots staggered over k takes).
+        ``full``: every position and portfolio (a resync)."""
         self._fit()
         book = self.book
         a = book.a
@@ -108,24 +149,42 @@ class ChangeCapture:
         self.redis_dirty[:P] |= moved
         self.versions[:P] = a.portfolios["version"][:P]
         slots = np.flatnonzero(self.dirty[:n])
+        heads = np.zeros(0, np.int64)
         if full:
             live = a.positions["status"][:n] != PositionStatus.FREE
             slots = np.flatnonzero(live)
+            heads = np.flatnonzero(a.positions["head"][:n] == np.arange(n))
         elif revalue and n:
-            slots = np.union1d(slots, self._revalued(n))
+            moved, heads = self._revalued(n)
+            slots = _union(slots, moved, n)
+        if snapshot and not full:
+            heads = _union(heads, np.flatnonzero(self.head_dirty[:n]), n)
         cs = ChangeSet(self.seq, seq_hi, now_ns, full=full, metrics=metrics)
         if len(slots):
             cs.positions = self._positions(slots, change=self.dirty[slots].copy())
             self.dirty[slots] = False
+        parts = []
         if snapshot or full:
-            ps = np.arange(P) if full else np.flatnonzero(self.snap_dirty[:P])
+            if full:
+                ps = np.arange(P)
+                self.exp_force[:P] = True
+            elif snapshot is True or snapshot[1] <= 1:
+                ps = np.flatnonzero(self.snap_dirty[:P])
+            else:
+                phase, k = snapshot
+                ps = phase + k * np.flatnonzero(self.snap_dirty[phase:P:k])
             if len(ps):
                 cs.states = self.states(ps)
-                cs.exposures = self.exposures(ps)
+                parts.append(self.aggregate_exposures(ps))
                 cs.cash = self._cash(ps)
                 self.snap_dirty[ps] = False
             if self.k_redis:
-                cs.redis_positions = self._redis_positions(P)
+                cs.redis_positions, cs.redis_exposures = self._redis_lists(P)
+        if len(heads):
+            parts.insert(0, self.instrument_exposures(heads))
+            self.head_dirty[heads] = False
+        if parts:
+            cs.exposures = parts[0] if len(parts) == 1 else Exposures.concat(parts)
         cs.cash_flows, self.cash_flows = self.cash_flows, []
         cs.portfolios, self.portfolios = self.portfolios, []
         cs.instruments, self.instruments = self.instruments, []
@@ -145,8 +204,9 @@ class ChangeCapture:
         self.eps, self.reval_rows, self.reval_cursor = 0.0, 1 << 62, 0
 
     def heartbeat(self) -> None:
-        """Every portfolio gets a snapshot at the next snapshot hand-off."""
+        """Every portfolio gets a snapshot at its next snapshot hand-off, every exposure row included."""
         self.snap_dirty[: len(self.book.portfolio_ids)] = True
+        self.exp_force[: len(self.book.portfolio_ids)] = True
 
     # -------------------------------------------------------------- pieces
     def _ratio(self, inst: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -158,10 +218,9 @@ class ChangeCapture:
     def _cost_base(self, slots: np.ndarray) -> np.ndarray:
         """Cost basis in base cents, rounded half-even like the queries (a flat position needs no rate)."""
         a = self.book.a
-        pos = a.positions[slots]
-        owner = np.maximum(pos["portfolio"], 0)
-        ratio = self._ratio(pos["instrument"], a.portfolios["base_ccy"][owner])
-        cost = pos["cost"]
+        owner = np.maximum(a.positions["portfolio"][slots], 0)
+        ratio = self._ratio(a.positions["instrument"][slots], a.portfolios["base_ccy"][owner])
+        cost = a.positions["cost"][slots]
         with np.errstate(invalid="ignore"):
             conv = np.rint(cost * ratio)
         return np.where((ratio == 1.0) | (cost == 0) | ~np.isfinite(conv), cost, conv).astype(np.int64)
@@ -175,32 +234,48 @@ class ChangeCapture:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total != 0, pos["mv"] / total, 0.0)
 
-    def _revalued(self, n: int) -> np.ndarray:
-        """Slots in the next window whose value, quantity, cost or status differs from what was
-        handed off, or whose weight moved more than epsilon (a bounded, resumable scan)."""
+    def _revalued(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, heads) in the next window: slots whose value, quantity, cost or status differs
+        from what was handed off, or whose weight moved more than epsilon; head slots whose
+        INSTRUMENT exposure percentage moved more than epsilon, or to or from zero (a bounded,
+        resumable scan)."""
         lo = self.reval_cursor if self.reval_cursor < n else 0
         hi = min(n, lo + self.reval_rows)
         self.reval_cursor = hi if hi < n else 0
         pos = self.book.a.positions[lo:hi]
+        mv, status = pos["mv"], pos["status"]
         w = self._weights(pos)
         idx = np.arange(lo, hi)
-        differs = ((pos["mv"] != self.last_mv[lo:hi]) | (pos["qty"] != self.last_qty[lo:hi])
-                   | (pos["status"] != self.last_status[lo:hi]) | (np.abs(w - self.last_w[lo:hi]) > self.eps))
-        differs &= pos["status"] != PositionStatus.FREE
-        return idx[differs]
+        differs = ((mv != self.last_mv[lo:hi]) | (pos["qty"] != self.last_qty[lo:hi])
+                   | (status != self.last_status[lo:hi]) | (np.abs(w - self.last_w[lo:hi]) > self.eps))
+        differs &= status != PositionStatus.FREE
+        ie, last = pos["inst_exp"], self.last_ie[lo:hi]
+        head = (pos["head"] == idx) & (ie != last)
+        cand = idx[head]
+        drift = (np.abs(self._pct(cand, ie[head]) - self.last_ie_pct[cand]) > self.eps) | (ie[head] == 0) | (last[head] == 0)
+        return idx[differs], cand[drift]
+
+    def _pct(self, slots: np.ndarray, value: np.ndarray) -> np.ndarray:
+        total = self._totals(np.maximum(self.book.a.positions["portfolio"][slots], 0)).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total != 0, value / np.where(total == 0, 1, total), 0.0)
 
     def _positions(self, slots: np.ndarray, change: np.ndarray) -> Positions:
         book = self.book
         a = book.a
-        pos = a.positions[slots]
-        w = self._weights(pos)
+        P = a.positions
+        pf, inst = P["portfolio"][slots], P["instrument"][slots]
+        mv = P["mv"][slots]
+        total = self._totals(np.maximum(pf, 0)).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(total != 0, mv / np.where(total == 0, 1, total), 0.0)
         cost = self._cost_base(slots)
         out = Positions(
-            position_id=[book.slot_ids[s] for s in slots.tolist()],
-            portfolio_id=[book.portfolio_ids.ids[p] for p in pos["portfolio"].tolist()],
-            instrument_id=[book.instrument_ids.ids[k] for k in pos["instrument"].tolist()],
-            qty=pos["qty"].copy(), cost=cost, mv=pos["mv"].copy(), weight=w, status=pos["status"].copy(),
-            updated_ns=pos["updated_ns"].copy(), old_qty=self.last_qty[slots].copy(),
+            position_id=self.ids(book.slot_ids)[slots],
+            portfolio_id=self.ids(book.portfolio_ids.ids)[pf],
+            instrument_id=self.ids(book.instrument_ids.ids)[inst],
+            qty=P["qty"][slots], cost=cost, mv=mv, weight=w, status=P["status"][slots],
+            updated_ns=P["updated_ns"][slots], old_qty=self.last_qty[slots].copy(),
             old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change)
         self.last_qty[slots], self.last_mv[slots], self.last_w[slots] = out.qty, out.mv, w
         self.last_cost[slots], self.last_status[slots] = cost, out.status
@@ -221,51 +296,93 @@ class ChangeCapture:
             lev = np.where(gross == 0, 0.0, np.where(total <= 0, np.inf, gross / np.where(total == 0, 1, total)))
         long_only = (rows["flags"] & PF_LONG_ONLY) != 0
         bp = np.where(long_only, avail_cash, avail * 2)  # Reg T: excess / 0.5
-        return States([book.portfolio_ids.ids[p] for p in ps.tolist()], total, cash, invested, avail_cash, im, avail,
+        return States(self.ids(book.portfolio_ids.ids)[ps], total, cash, invested, avail_cash, im, avail,
                       lev, rows["position_count"].copy(), im.copy(), mm.copy(), total - mm, bp, rows["updated_ns"].copy())
 
-    def exposures(self, ps: np.ndarray) -> Exposures:
-        """Every non-zero exposure category of the portfolios ps."""
+    def instrument_exposures(self, heads: np.ndarray, record: bool = True, nonzero: bool = False) -> Exposures:
+        """INSTRUMENT exposure rows of head slots (one per (portfolio, instrument)). ``record``: these
+        become the values last written (the time series); ``nonzero``: drop zero rows (a whole list)."""
+        book = self.book
+        a = book.a
+        P = a.positions
+        ie = P["inst_exp"][heads]
+        if nonzero:
+            heads, ie = heads[ie != 0], ie[ie != 0]
+        pf, inst = P["portfolio"][heads], P["instrument"][heads]
+        pct = self._pct(heads, ie)
+        if record:
+            self.last_ie[heads], self.last_ie_pct[heads] = ie, pct
+        limit = a.portfolios["inst_limit"][pf].astype(np.float64)
+        if book.instrument_limits and len(heads):  # per-instrument overrides of the portfolio's default
+            K = np.int64(max(1, len(book.instrument_ids)))
+            keys = np.array([p * K + k for p, k in book.instrument_limits], np.int64)
+            vals = np.array(list(book.instrument_limits.values()), np.float64)
+            order = np.argsort(keys)
+            keys, vals = keys[order], vals[order]
+            row = pf.astype(np.int64) * K + inst
+            at = np.minimum(np.searchsorted(keys, row), len(keys) - 1)
+            hit = keys[at] == row
+            limit[hit] = vals[at[hit]]
+        return self._exposure_rows(pf, np.full(len(heads), "INSTRUMENT", object),
+                                   self.ids(book.instrument_ids.ids)[inst], ie, pct, limit)
+
+    _AGGREGATES = (("SECTOR", "exp_sector"), ("GEOGRAPHIC", "exp_country"), ("CURRENCY", "exp_currency"),
+                   ("ASSET_CLASS", "exp_asset"))
+
+    def aggregate_exposures(self, ps: np.ndarray, record: bool = True) -> Exposures:
+        """SECTOR, GEOGRAPHIC, CURRENCY and ASSET_CLASS rows of the portfolios ps. ``record`` (the
+        time series): the categories whose value changed since their last row and whose percentage
+        moved more than epsilon, or to or from zero; every non-zero one of a portfolio whose
+        heartbeat is due. Otherwise (a whole map): every non-zero category."""
         book = self.book
         a = book.a
         totals = self._totals(ps).astype(np.float64)
-        pid, typ, cat, val, lim = [], [], [], [], []
-        # INSTRUMENT: head slots with a non-zero net exposure
-        segs = [a.pf_pool[a.pf_start[p]: a.pf_start[p] + a.pf_len[p]] for p in ps.tolist()]
-        own = np.repeat(np.arange(len(ps)), [len(s) for s in segs])
-        sl = np.concatenate(segs).astype(np.int64) if segs else np.zeros(0, np.int64)
-        heads = a.positions["head"][sl] == sl
-        ie = a.positions["inst_exp"][sl]
-        keep = heads & (ie != 0)
-        sl, own, ie = sl[keep], own[keep], ie[keep]
-        inst = a.positions["instrument"][sl]
-        pids = book.portfolio_ids.ids
-        for j, s_own, k, v in zip(range(len(sl)), own.tolist(), inst.tolist(), ie.tolist()):
-            p = int(ps[s_own])
-            pid.append(pids[p])
-            typ.append("INSTRUMENT")
-            cat.append(book.instrument_ids.ids[k])
-            val.append(v)
-            lim.append(book.instrument_limits.get((p, k), float(a.portfolios["inst_limit"][p])))
-        tot_rows = [totals[own]]
-        for t in EXPOSURE_TYPE_NAMES[1:]:
+        force = self.exp_force[ps] if record else None
+        parts = []
+        for t, field in self._AGGREGATES:
             interner, lims = book._exposure_axis(t)
-            vals = {"SECTOR": a.exp_sector, "GEOGRAPHIC": a.exp_country, "CURRENCY": a.exp_currency,
-                    "ASSET_CLASS": a.exp_asset}[t][ps]
-            r, c = np.nonzero(vals)
-            pid += [pids[p] for p in ps[r].tolist()]
-            typ += [t] * len(r)
-            cat += [interner.ids[x] for x in c.tolist()]
-            val += vals[r, c].tolist()
-            lim += lims[ps[r], c].tolist()
-            tot_rows.append(totals[r])
-        value = np.array(val, np.int64)
-        limit = np.array(lim, np.float64)
-        tot = np.concatenate(tot_rows) if tot_rows else np.zeros(0)
+            vals = getattr(a, field)[ps]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pct = np.where(totals[:, None] != 0, vals / np.where(totals == 0, 1, totals)[:, None], 0.0)
+            if record:
+                last_v, last_p = self._last_agg(t, vals.shape[1])
+                lv, lp = last_v[ps, : vals.shape[1]], last_p[ps, : vals.shape[1]]
+                emit = (vals != lv) & ((np.abs(pct - lp) > self.eps) | (vals == 0) | (lv == 0))
+                emit |= force[:, None] & (vals != 0)
+                r, c = np.nonzero(emit)
+                last_v[ps[r], c], last_p[ps[r], c] = vals[r, c], pct[r, c]
+            else:
+                r, c = np.nonzero(vals)
+            parts.append(self._exposure_rows(ps[r], np.full(len(r), t, object), self.ids(interner.ids)[c], vals[r, c],
+                                             pct[r, c], lims[ps[r], c].astype(np.float64)))
+        if record:
+            self.exp_force[ps] = False
+        return Exposures.concat(parts)
+
+    def _last_agg(self, t: str, C: int) -> tuple[np.ndarray, np.ndarray]:
+        """(value, percentage) last written per (portfolio, category) of an aggregate type."""
+        P = len(self.exp_force)
+        v, pc = self.last_agg.get(t, (np.zeros((0, 0), np.int64), np.zeros((0, 0))))
+        if v.shape[0] < P or v.shape[1] < C:
+            nv, npc = np.zeros((P, max(C, v.shape[1])), np.int64), np.zeros((P, max(C, v.shape[1])))
+            nv[: v.shape[0], : v.shape[1]], npc[: v.shape[0], : v.shape[1]] = v, pc
+            v, pc = nv, npc
+            self.last_agg[t] = (v, pc)
+        return v, pc
+
+    def exposures(self, ps: np.ndarray) -> Exposures:
+        """Every non-zero exposure category, all five types, of the portfolios ps (a whole map)."""
+        a = self.book.a
+        segs = [a.pf_pool[a.pf_start[p]: a.pf_start[p] + a.pf_len[p]] for p in ps.tolist()]
+        sl = np.concatenate(segs).astype(np.int64) if segs else np.zeros(0, np.int64)
+        heads = sl[a.positions["head"][sl] == sl]
+        return Exposures.concat([self.instrument_exposures(heads, record=False, nonzero=True),
+                                 self.aggregate_exposures(ps, record=False)])
+
+    def _exposure_rows(self, pf, typ, cat, value, pct, limit) -> Exposures:
         with np.errstate(invalid="ignore", divide="ignore"):
-            pct = np.where(tot != 0, value / np.where(tot == 0, 1, tot), 0.0)
             util = np.where(limit > 0, np.abs(pct) / limit, np.nan)
-        return Exposures(pid, typ, cat, value, pct, limit, util)
+        return Exposures(self.ids(self.book.portfolio_ids.ids)[pf], typ, cat, value.astype(np.int64), pct, limit, util)
 
     def _cash(self, ps: np.ndarray) -> list:
         book = self.book
@@ -279,26 +396,32 @@ class ChangeCapture:
         return [(book.portfolio_ids.ids[p], book.currency_ids.ids[x], int(v))
                 for p, x, v in zip(ps[r].tolist(), k.tolist(), c[r, k].tolist())]
 
-    def _redis_positions(self, P: int) -> dict:
-        """Whole position lists (ACTIVE, PENDING, SUSPENDED; not CLOSED or FREE) of up to k changed
-        portfolios, round robin, for positions:{id}."""
+    def _redis_lists(self, P: int) -> tuple[dict, Exposures | None]:
+        """Whole position lists (ACTIVE, PENDING, SUSPENDED; not CLOSED or FREE) and whole exposure
+        maps of up to k changed portfolios, round robin, for positions:{id} and exposures:{id}."""
         book = self.book
         a = book.a
         cand = np.flatnonzero(self.redis_dirty[:P])
         if not len(cand):
-            return {}
+            return {}, None
         cand = np.concatenate([cand[cand >= self.redis_cursor], cand[cand < self.redis_cursor]])[: self.k_redis]
         self.redis_cursor = int(cand[-1]) + 1
         self.redis_dirty[cand] = False
+        segs = [a.pf_pool[a.pf_start[p]: a.pf_start[p] + a.pf_len[p]] for p in cand.tolist()]
+        sl = np.concatenate(segs).astype(np.int64)
+        own = np.repeat(np.arange(len(cand)), [len(x) for x in segs])
+        st = a.positions["status"][sl]
+        keep = (st != PositionStatus.FREE) & (st != PositionStatus.CLOSED)
+        sl, own = sl[keep], own[keep]
+        P_ = a.positions
+        qty, mv, status, upd = P_["qty"][sl], P_["mv"][sl], P_["status"][sl], P_["updated_ns"][sl]
+        w = self._pct(sl, mv)
+        cost = self._cost_base(sl)
+        pids, inst = self.ids(book.slot_ids)[sl], self.ids(book.instrument_ids.ids)[P_["instrument"][sl]]
+        cuts = np.searchsorted(own, np.arange(len(cand) + 1))
         out = {}
-        for p in cand.tolist():
-            sl = a.pf_pool[a.pf_start[p]: a.pf_start[p] + a.pf_len[p]].astype(np.int64)
-            st = a.positions["status"][sl]
-            sl = sl[(st != PositionStatus.FREE) & (st != PositionStatus.CLOSED)]
-            pos = a.positions[sl]
-            w = self._weights(pos)
-            out[book.portfolio_ids.ids[p]] = Positions(
-                [book.slot_ids[s] for s in sl.tolist()], [], [book.instrument_ids.ids[k] for k in pos["instrument"].tolist()],
-                pos["qty"], self._cost_base(sl), pos["mv"], w, pos["status"], pos["updated_ns"],
-                pos["qty"], pos["mv"], w, np.zeros(len(sl), np.bool_))
-        return out
+        for j, p in enumerate(cand.tolist()):
+            r = slice(cuts[j], cuts[j + 1])
+            out[book.portfolio_ids.ids[p]] = Positions(pids[r], [], inst[r], qty[r], cost[r], mv[r], w[r], status[r],
+                                                       upd[r], qty[r], mv[r], w[r], np.zeros(r.stop - r.start, np.bool_))
+        return out, self.exposures(cand)

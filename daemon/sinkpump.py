@@ -34,7 +34,16 @@ class SinkPump:
         self.wb = writebehind or WriteBehind(settings, engine.last_seq, journal_id(settings.journal.data_dir))
         self.held: deque = deque()   # ChangeSets waiting for their records to be durable
         now = time.monotonic()
-        self._last_snap = self._last_reval = self._last_beat = now
+        self._last_reval = self._last_beat = now
+        # the snapshot cadence in ticks, and the revaluation window per tick
+        tick_ms = max(1e-3, cfg.flush_interval_ms)
+        self.phases = max(1, round(cfg.state_interval_ms / tick_ms))
+        per_pass = max(1, round(cfg.revalue_interval_ms / tick_ms))
+        self.capture.reval_rows = max(1, -(-cfg.revalue_max_rows // per_pass))
+        self.reval_every_s = tick_ms / 1000 if per_pass > 1 else cfg.revalue_interval_ms / 1000
+        if self.capture.k_redis:  # whole Redis lists: redis_positions_per_flush per state interval
+            self.capture.k_redis = max(1, -(-self.capture.k_redis // self.phases))
+        self._tick = 0
         self.metrics_fn = None       # the server's metrics, for performance:current
 
     def start(self) -> None:
@@ -42,22 +51,27 @@ class SinkPump:
         log.info("write-behind to %s%s", self.wb.store.name, " and Redis" if self.wb.cache is not None else "")
 
     def tick(self, durable_seq: int) -> None:
-        """The timer: release what became durable, then take a new ChangeSet if there is room."""
+        """The timer: release what became durable, then take a new ChangeSet if there is room.
+
+        The snapshot and revaluation work is spread over the ticks of its interval, so that no
+        tick stalls the engine for long: each tick snapshots the changed portfolios of one phase
+        (portfolio index mod the ticks per state_interval_ms) and revalues its share of
+        revalue_max_rows."""
         self.release(durable_seq)
         if self.held or not self.wb.has_room():
-            return  # back-pressure: the capture keeps coalescing
+            return  # back-pressure: the capture keeps coalescing (the phases wait too)
         now = time.monotonic()
         cfg = self.cfg
         if cfg.heartbeat_s > 0 and now - self._last_beat >= cfg.heartbeat_s:
             self.capture.heartbeat()
             self._last_beat = now
-        snapshot = now - self._last_snap >= cfg.state_interval_ms / 1000
-        revalue = now - self._last_reval >= cfg.revalue_interval_ms / 1000
-        metrics = self.metrics_fn() if snapshot and self.metrics_fn and self.wb.cache is not None else None
-        cs = self.capture.take(self.engine.last_seq, time.time_ns(), snapshot=snapshot, revalue=revalue, metrics=metrics)
-        if snapshot:
-            self._last_snap = now
-        if revalue:
+        phase = self._tick % self.phases
+        reval = now - self._last_reval >= self.reval_every_s
+        metrics = (self.metrics_fn() if phase == 0 and self.metrics_fn and self.wb.cache is not None else None)
+        cs = self.capture.take(self.engine.last_seq, time.time_ns(), snapshot=(phase, self.phases), revalue=reval,
+                               metrics=metrics)
+        self._tick += 1
+        if reval:
             self._last_reval = now
         if cs is not None:
             self.held.append(cs)

@@ -57,7 +57,7 @@ def _expected_rows(table: str, cols: dict) -> dict:
     out = {}
     n = len(next(iter(cols.values())))
     for j in range(n):
-        row = {c: _norm(cols[c][j] if not isinstance(cols[c], np.ndarray) else cols[c][j].item(), k)
+        row = {c: _norm(v.item() if isinstance(v := cols[c][j], np.generic) else v, k)
                for c, k in kinds.items() if k != "ts"}
         if table == "exposure_limits" and row["limit_percentage"] is None:
             continue

@@ -81,6 +81,15 @@ class Exposures:
     def __len__(self) -> int:
         return len(self.portfolio_id)
 
+    @staticmethod
+    def concat(parts: list["Exposures"]) -> "Exposures":
+        parts = [x for x in parts if x is not None]
+        return Exposures(*(np.concatenate([np.asarray(getattr(x, f), dtype=object if f in _ID_FIELDS else None)
+                                           for x in parts]) for f in Exposures.__dataclass_fields__))
+
+
+_ID_FIELDS = ("portfolio_id", "exposure_type", "category")
+
 
 @dataclass
 class ChangeSet:
@@ -90,13 +99,15 @@ class ChangeSet:
     ts_ns: int
     positions: Positions | None = None
     states: States | None = None                 # only on snapshot hand-offs
-    exposures: Exposures | None = None           # only on snapshot hand-offs
+    exposures: Exposures | None = None           # exposures_ts rows: the aggregate types of snapshot
+                                                 # portfolios, INSTRUMENT rows of traded or drifted heads
     cash: list = field(default_factory=list)     # (portfolio_id, currency, cents) of snapshot portfolios
     cash_flows: list = field(default_factory=list)   # (cash_flow_id, portfolio_id, cents, currency, flow_type, description, ts_ns)
     portfolios: list = field(default_factory=list)   # dicts: the spec's Portfolio fields (+ instrument_limit)
     instruments: list = field(default_factory=list)  # dicts: Instrument fields
     limits: list = field(default_factory=list)       # (portfolio_id, exposure_type, category, limit or None)
     redis_positions: dict = field(default_factory=dict)  # portfolio_id -> Positions rows (its whole list)
+    redis_exposures: Exposures | None = None     # whole exposure maps of the redis_positions portfolios
     metrics: dict | None = None                  # the daemon's metrics (performance:current)
     full: bool = False                           # a resync: every portfolio and position is in it
 
@@ -156,6 +167,15 @@ def change_type(old: int, new: int) -> str:
     return "INCREASE" if abs(new) > abs(old) else "DECREASE"
 
 
+_STATUS = np.array(STATUS_NAMES, dtype=object)
+
+
+def _take(ids, idx: np.ndarray) -> np.ndarray:
+    """Rows idx of an id column (an object array, or a list)."""
+    arr = ids if isinstance(ids, np.ndarray) else np.array(ids, dtype=object)
+    return arr[idx]
+
+
 def _cat(parts: list[dict]) -> dict:
     """Concatenate column dicts of one table."""
     if len(parts) == 1:
@@ -163,17 +183,22 @@ def _cat(parts: list[dict]) -> dict:
     out = {}
     for k in parts[0]:
         vals = [p[k] for p in parts]
-        out[k] = np.concatenate(vals) if isinstance(vals[0], np.ndarray) else [x for v in vals for x in v]
+        if any(isinstance(v, np.ndarray) for v in vals):
+            out[k] = np.concatenate([v if isinstance(v, np.ndarray) else np.array(v, dtype=object) for v in vals])
+        else:
+            out[k] = [x for v in vals for x in v]
     return out
 
 
 def _dedupe(cols: dict, key: tuple) -> dict:
     """Keep the last row of each key (a transaction upserts a row once)."""
-    keys = list(zip(*(cols[k] for k in key)))
-    last = {k: i for i, k in enumerate(keys)}
+    keys = cols[key[0]] if len(key) == 1 else zip(*(cols[k] for k in key))
+    keys = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+    last = dict(zip(keys, range(len(keys))))  # later rows overwrite earlier ones, in C
     if len(last) == len(keys):
         return cols
-    idx = np.array(sorted(last.values()), np.int64)
+    idx = np.fromiter(last.values(), np.int64, len(last))
+    idx.sort()
     return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx.tolist()]) for k, v in cols.items()}
 
 
@@ -188,14 +213,13 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
             put("positions", {"position_id": p.position_id, "portfolio_id": p.portfolio_id,
                               "instrument_id": p.instrument_id, "quantity": p.qty, "cost_basis": p.cost,
                               "market_value": p.mv, "unrealized_pnl": p.mv - p.cost, "weight": p.weight,
-                              "status": [STATUS_NAMES[x] for x in p.status.tolist()], "last_updated": p.updated_ns})
+                              "status": _STATUS[p.status], "last_updated": p.updated_ns})
             ch = np.flatnonzero(p.change)
             if len(ch):
                 q, o, mv, omv = p.qty[ch], p.old_qty[ch], p.mv[ch], p.old_mv[ch]
                 put("position_changes_ts", {
-                    "timestamp": p.updated_ns[ch], "position_id": [p.position_id[j] for j in ch.tolist()],
-                    "portfolio_id": [p.portfolio_id[j] for j in ch.tolist()],
-                    "instrument_id": [p.instrument_id[j] for j in ch.tolist()],
+                    "timestamp": p.updated_ns[ch], "position_id": _take(p.position_id, ch),
+                    "portfolio_id": _take(p.portfolio_id, ch), "instrument_id": _take(p.instrument_id, ch),
                     "quantity": q / QTY_SCALE, "market_value": mv / 100, "weight": p.weight[ch],
                     "unrealized_pnl": (mv - p.cost[ch]) / 100, "quantity_change": (q - o) / QTY_SCALE,
                     "value_change": (mv - omv) / 100, "weight_change": p.weight[ch] - p.old_weight[ch],
@@ -277,6 +301,14 @@ def iso(ns: int) -> str | None:
     return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="ms") + "Z" if ns else None
 
 
+def isos(ns: np.ndarray) -> list:
+    """iso() of a column, in one NumPy call."""
+    ns = np.asarray(ns, np.int64)
+    out = np.char.add(np.datetime_as_string(ns.astype("datetime64[ns]"), unit="ms"), "Z").astype(object)
+    out[ns == 0] = None
+    return out.tolist()
+
+
 def state_doc(s: States, j: int) -> dict:
     """The spec's PortfolioState as JSON-ready values."""
     return {"portfolio_id": s.portfolio_id[j], "total_value": int(s.total[j]) / 100,
@@ -294,12 +326,16 @@ def margin_doc(s: States, j: int, at_ns: int) -> dict:
 
 
 def position_docs(p: Positions) -> list[dict]:
-    return [{"position_id": pid, "instrument_id": inst, "quantity": q / QTY_SCALE, "market_value": mv / 100,
-             "cost_basis": c / 100, "unrealized_pnl": (mv - c) / 100, "weight": w, "status": STATUS_NAMES[st],
-             "last_updated": iso(u)}
-            for pid, inst, q, c, mv, w, st, u in zip(p.position_id, p.instrument_id, p.qty.tolist(), p.cost.tolist(),
-                                                     p.mv.tolist(), p.weight.tolist(), p.status.tolist(),
-                                                     p.updated_ns.tolist())]
+    st = _STATUS[p.status].tolist()
+    return [{"position_id": pid, "instrument_id": inst, "quantity": q, "market_value": mv,
+             "cost_basis": c, "unrealized_pnl": u, "weight": w, "status": s_, "last_updated": t}
+            for pid, inst, q, c, mv, u, w, s_, t in zip(
+                _list(p.position_id), _list(p.instrument_id), (p.qty / QTY_SCALE).tolist(), (p.cost / 100).tolist(),
+                (p.mv / 100).tolist(), ((p.mv - p.cost) / 100).tolist(), p.weight.tolist(), st, isos(p.updated_ns))]
+
+
+def _list(ids) -> list:
+    return ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
 
 
 def exposure_docs(e: Exposures) -> dict[str, dict[str, list]]:

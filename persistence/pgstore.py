@@ -2,21 +2,24 @@
 
 Owns: ``PostgresStore`` (asyncpg): ``open`` (connect, advisory-locked migrations,
 TimescaleDB detection logged, native partitions ahead), ``watermark``, ``write``
-(appended tables by binary COPY; upserted tables by COPY into a temporary
-staging table + INSERT .. ON CONFLICT; the journal watermark in the same
-transaction, so a write after a crash either happened whole or not at all),
+(every table's rows go by binary COPY, encoded from the NumPy columns by
+persistence/pgcopy.py, into a temporary staging table of raw int64 / float8 /
+text columns, then one INSERT .. SELECT converts them exactly (cents to numeric,
+ns to timestamp) into the table, with ON CONFLICT for the upserted ones; the
+journal watermark in the same transaction, so a write after a crash either
+happened whole or not at all),
 ``read`` (a table as dicts, for verify and takeover).
 Runs on: the write-behind thread's asyncio loop. Imports: asyncpg, numpy, persistence.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import logging
-from decimal import Decimal
 
 import numpy as np
 
-from . import pg_schema
+from . import pg_schema, pgcopy
 from .changes import COLUMNS, KEYS
 
 log = logging.getLogger("pstate.sink.postgres")
@@ -25,29 +28,26 @@ _LOCK = 0x70737461  # advisory lock id for migrations ("psta")
 _EPOCH = _dt.datetime(1970, 1, 1)
 
 
-def _column(values, kind: str) -> list:
-    """One column as Python values asyncpg's binary COPY takes."""
-    if kind == "str":
-        return list(values)
-    arr = np.asarray(values)
-    if kind == "f8":
-        return [None if x != x else x for x in arr.astype(np.float64).tolist()]
-    if kind == "i8":
-        return arr.astype(np.int64).tolist()
-    if kind == "ts":
-        stamps = arr.astype(np.int64).astype("datetime64[ns]").astype("datetime64[us]").astype(object)
-        return [None if ns == 0 else d for ns, d in zip(arr.tolist(), stamps)]
-    if kind == "cents":
-        return [Decimal(int(x)).scaleb(-2) for x in arr.tolist()]
-    if kind == "micro":
-        return [Decimal(int(x)).scaleb(-6) for x in arr.tolist()]
-    if kind == "date":
-        return [_dt.date.fromisoformat(x) for x in values]
-    raise ValueError(kind)
+#: how each column kind travels (binary COPY into a staging table) and becomes its column type in SQL
+_STAGE = {"str": ("TEXT", pgcopy.TEXT), "date": ("TEXT", pgcopy.TEXT), "f8": ("FLOAT8", pgcopy.FLOAT8),
+          "i8": ("BIGINT", pgcopy.INT8), "ts": ("BIGINT", pgcopy.INT8), "cents": ("BIGINT", pgcopy.INT8),
+          "micro": ("BIGINT", pgcopy.INT8)}
 
 
-def records(table: str, cols: dict) -> list[tuple]:
-    return list(zip(*(_column(cols[c], k) for c, k in COLUMNS[table])))
+def _convert(col: str, kind: str) -> str:
+    """SQL turning a staged column into its table's type, exactly: int64 cents and micro-units
+    into numeric by a numeric product, int64 ns into a timestamp by whole microseconds."""
+    return {
+        "ts": f"CASE WHEN {col} = 0 THEN NULL ELSE timestamp '1970-01-01' + ({col} / 1000) * interval '1 microsecond' END",
+        "cents": f"({col} * 0.01)::numeric(15, 2)",
+        "micro": f"({col} * 0.000001)::numeric(15, 6)",
+        "date": f"{col}::date",
+    }.get(kind, col)
+
+
+def copy_data(table: str, cols: dict) -> bytes:
+    """A table's columns as a binary COPY stream for its staging table."""
+    return pgcopy.encode([(_STAGE[k][1], cols[c]) for c, k in COLUMNS[table]])
 
 
 class PostgresStore:
@@ -64,6 +64,10 @@ class PostgresStore:
         import asyncpg
 
         self.conn = await asyncpg.connect(self.dsn, timeout=self.timeout, command_timeout=60)
+        # the journal, not PostgreSQL, is what makes an update durable: a commit need not wait for
+        # PostgreSQL's WAL flush. A server crash loses whole transactions, rows and watermark
+        # together, and the sink copies them again from the journal (ADR 0009)
+        await self.conn.execute("SET synchronous_commit = off")
         await self.migrate()
         await self._staging()
         await self.ensure_partitions(_dt.datetime.utcnow(), _dt.datetime.utcnow())
@@ -94,8 +98,10 @@ class PostgresStore:
                 log.info("migration %d applied: %s", version, name)
 
     async def _staging(self) -> None:
-        for t in KEYS:
-            cols = ", ".join(f"{c} {_SQLTYPE[k]}" for c, k in COLUMNS[t])
+        for t in COLUMNS:
+            if t == "exposure_limits":
+                continue
+            cols = ", ".join(f"{c} {_STAGE[k][0]}" for c, k in COLUMNS[t])
             await self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{t} ({cols}) ON COMMIT DELETE ROWS")
 
     async def ensure_partitions(self, lo: _dt.datetime, hi: _dt.datetime) -> None:
@@ -149,22 +155,24 @@ class PostgresStore:
                 if table == "exposure_limits":
                     await self._limits(cols)
                     continue
-                recs = records(table, cols)
-                if not recs:
+                n = len(cols[names[0]])
+                if not n:
                     continue
+                await c.copy_to_table(f"stage_{table}", source=io.BytesIO(copy_data(table, cols)), columns=names,
+                                      format="binary")
+                select = ", ".join(_convert(n_, k) for n_, k in COLUMNS[table])
+                insert = f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM stage_{table}"
                 if table not in KEYS:
-                    await c.copy_records_to_table(table, records=recs, columns=names)
+                    await c.execute(insert)
                     continue
-                await c.copy_records_to_table(f"stage_{table}", records=recs, columns=names)
                 key = ", ".join(KEYS[table])
                 if table == "cash_flows":  # a cash flow is a fact: never rewritten
                     conflict = "DO NOTHING"
                 else:
-                    sets = [f"{n} = EXCLUDED.{n}" for n in names if n not in KEYS[table]]
+                    sets = [f"{n_} = EXCLUDED.{n_}" for n_ in names if n_ not in KEYS[table]]
                     sets.append("updated_at = now()" if table != "positions" else "last_updated = EXCLUDED.last_updated")
                     conflict = "DO UPDATE SET " + ", ".join(dict.fromkeys(sets))
-                await c.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM stage_{table} "
-                                f"ON CONFLICT ({key}) {conflict}")
+                await c.execute(f"{insert} ON CONFLICT ({key}) {conflict}")
             await c.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES ($1, $2, $3) ON CONFLICT "
                             "(journal_id) DO UPDATE SET seq = EXCLUDED.seq, last_txn = EXCLUDED.last_txn, "
                             "updated_at = now()", self.journal_id, seq_hi, txn)
@@ -185,7 +193,3 @@ class PostgresStore:
     # ------------------------------------------------------------------ read
     async def read(self, table: str, where: str = "") -> list[dict]:
         return [dict(r) for r in await self.conn.fetch(f"SELECT * FROM {table} {where}")]
-
-
-_SQLTYPE = {"str": "TEXT", "f8": "FLOAT", "i8": "BIGINT", "ts": "TIMESTAMP", "cents": "DECIMAL(15, 2)",
-            "micro": "DECIMAL(15, 6)", "date": "DATE"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .changes import ChangeSet, exposure_docs, margin_doc, position_docs, state_doc
+from .changes import EXPOSURE_TYPES, ChangeSet, exposure_docs, margin_doc, position_docs, state_doc
 
 TTL_S = {"portfolio_state": 300, "positions": 300, "exposures": 600, "performance": 900, "margin": 600,
          "performance:current": 60}
@@ -57,24 +57,28 @@ class RedisCache:
             for j, pid in enumerate(s.portfolio_id):
                 self._put("portfolio_state", pid, state_doc(s, j))
                 self._put("margin", pid, margin_doc(s, j, cs.ts_ns))
-        if cs.exposures is not None:
-            for pid, doc in exposure_docs(cs.exposures).items():
-                self._put("exposures", pid, doc)
-            if s is not None:  # a portfolio with no exposure at all still gets its (empty) map
-                empty = {t: [] for t in ("INSTRUMENT", "SECTOR", "GEOGRAPHIC", "CURRENCY", "ASSET_CLASS")}
-                for pid in s.portfolio_id:
-                    if f"{self.prefix}exposures:{pid}" not in self.pending:
-                        self._put("exposures", pid, empty)
+        if cs.redis_exposures is not None:  # whole maps, of the portfolios whose lists are rebuilt
+            docs = exposure_docs(cs.redis_exposures)
+            for pid in cs.redis_positions:  # a portfolio with no exposure at all still gets its (empty) map
+                self._put("exposures", pid, docs.get(pid) or {t: [] for t in EXPOSURE_TYPES})
         for pid, rows in cs.redis_positions.items():
             self._put("positions", pid, position_docs(rows))
         if cs.metrics is not None:
             self._put("performance:current", None, cs.metrics)
 
-    async def flush(self, chunk: int = 5000) -> int:
-        """Write what is pending; raises (and keeps it pending) if Redis fails."""
+    async def flush(self, chunk: int = 5000, chunk_bytes: int = 256 << 10) -> int:
+        """Write what is pending; raises (and keeps it pending) if Redis fails. Pipelines of at most
+        ``chunk`` keys and about ``chunk_bytes`` of values: asyncio's socket transport (Python 3.11)
+        trims its send buffer from the front, so one multi-megabyte pipeline costs quadratic copying
+        on this thread, under the GIL the engine needs."""
         n = 0
         while self.pending:
-            keys = list(self.pending)[:chunk]
+            keys, size = [], 0
+            for k, (v, _) in self.pending.items():
+                keys.append(k)
+                size += len(v)
+                if len(keys) >= chunk or size >= chunk_bytes:
+                    break
             pipe = self.r.pipeline(transaction=False)
             for k in keys:
                 v, ttl = self.pending[k]

@@ -16,9 +16,13 @@ from typing import Annotated, Literal, Optional, Union
 import msgspec
 from msgspec import Meta, Struct
 
-Id50 = Annotated[str, Meta(min_length=1, max_length=50)]
-Id100 = Annotated[str, Meta(min_length=1, max_length=100)]
-Id20 = Annotated[str, Meta(min_length=1, max_length=20)]
+# ids are printable: no control characters (a NUL could never reach PostgreSQL's text columns and
+# would stall the write-behind behind it); free text may hold anything but NUL
+_PRINTABLE = "^[^\x00-\x1f\x7f]*$"
+_NO_NUL = "^[^\x00]*$"
+Id50 = Annotated[str, Meta(min_length=1, max_length=50, pattern=_PRINTABLE)]
+Id100 = Annotated[str, Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+Id20 = Annotated[str, Meta(min_length=1, max_length=20, pattern=_PRINTABLE)]
 Key = Annotated[str, Meta(min_length=1, max_length=128)]
 Ccy = Annotated[str, Meta(pattern="^[A-Z]{3}$")]
 TransactionType = Literal["BUY", "SELL", "SHORT", "COVER", "ADJUST", "TRANSFER_IN", "TRANSFER_OUT", "SPLIT"]
@@ -107,7 +111,7 @@ class CashFlowRequest(Struct, tag="cash_flow", **_cmd):
     amount: float
     currency: Ccy
     flow_type: FlowType
-    description: Annotated[str, Meta(max_length=255)] = ""
+    description: Annotated[str, Meta(max_length=255, pattern=_NO_NUL)] = ""
     timestamp: Optional[int] = None
 
 
@@ -137,12 +141,12 @@ class Portfolio(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True
     """The spec's Portfolio, plus the default single-instrument limit."""
 
     portfolio_id: Id50
-    portfolio_name: Annotated[str, Meta(max_length=100)] = ""
+    portfolio_name: Annotated[str, Meta(max_length=100, pattern=_NO_NUL)] = ""
     base_currency: Ccy = "USD"
     portfolio_type: Annotated[str, Meta(max_length=50)] = "LONG_SHORT"
     inception_date: Optional[str] = None
     status: Annotated[str, Meta(max_length=20)] = "ACTIVE"
-    benchmark: Optional[Annotated[str, Meta(max_length=50)]] = None
+    benchmark: Optional[Annotated[str, Meta(max_length=50, pattern=_NO_NUL)]] = None
     instrument_limit: Optional[float] = None
 
 

@@ -52,6 +52,8 @@ CASES = [
     ("unknown field", enc(upd(colour="red")), "INVALID"),
     ("bad transaction type", enc(upd(transaction_type="GIFT")), "INVALID"),
     ("too long id", enc(upd(portfolio_id="x" * 51)), "INVALID"),
+    ("NUL in an id", enc(upd(position_id="pos\x001")), "INVALID"),
+    ("control character in an id", enc(upd(instrument_id="AA\nPL")), "INVALID"),
     ("json wrong type", b'{"type": "state", "portfolio_id": 5}', "INVALID"),
     ("unknown portfolio", enc(upd(portfolio_id="NOPE")), "UNKNOWN_PORTFOLIO"),
     ("unknown instrument", enc(upd(position_id="new", instrument_id="NOPE")), "UNKNOWN_INSTRUMENT"),
