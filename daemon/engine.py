@@ -17,6 +17,8 @@ import hashlib
 import logging
 import time
 
+from itertools import repeat
+
 import msgspec
 import numpy as np
 
@@ -185,9 +187,15 @@ class Engine:
             book.slot(p, position_id, k)
         kind, portfolio, slot, qty, price, fee, ts = (np.frombuffer(b, d).copy() for b, d in zip(cols, RUN_DTYPES))
         run = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, np.frombuffer(pre_b, np.int32))
-        for typ, key, digest, lo, hi, detail, code, msg in cmds:
-            reply = _err(code, key, msg) if code else _Lazy(run, key, lo, hi, typ, detail)
-            self.window.put(key, digest, reply)
+        if not cmds:
+            return
+        typ, key, digest, lo, hi, detail, code, msg = zip(*cmds)  # columns, in C
+        if any(code):
+            replies = [_err(c, k, t) if c else _Lazy(run, k, a, b, ty, d)
+                       for ty, k, a, b, d, c, t in zip(typ, key, lo, hi, detail, code, msg)]
+        else:  # the common case: one lazy reply per command, no per-command branching
+            replies = list(map(_Lazy, repeat(run), key, lo, hi, typ, detail))
+        self.window.put_many(key, zip(digest, replies))
 
     def _encode(self, reply, is_json: bool) -> bytes:
         try:

