@@ -33,6 +33,7 @@ from portfolio_state.persistence.changes import change_type as _change_type
 from portfolio_state.transport import messages as m
 
 from .book import Book
+from .marks import DirtySet
 
 
 class EventBuilder:
@@ -41,7 +42,7 @@ class EventBuilder:
         self.reval = revaluation_events
         self.seq = np.zeros(0, np.int64)
         self.last_versions = book.a.portfolios["version"].copy()
-        self.dirty = np.zeros(0, np.bool_)        # per slot: traded since the last flush
+        self.dirty = DirtySet()                   # slots traded since the last flush
         self.last_qty = np.zeros(0, np.int64)     # per slot: quantity in the last event
         self.pub_inst = np.zeros(0, np.float64)   # per head slot: INSTRUMENT percentage in the last event
         self.pub = [np.zeros((0, 0))] * 4         # per portfolio x category: last SECTOR..ASSET_CLASS percentages
@@ -56,9 +57,10 @@ class EventBuilder:
         """Follow the book's growth (rare): keep the per-slot and per-category arrays its size."""
         a = self.book.a
         n = a.positions.shape[0]
-        if len(self.dirty) < n:
+        if len(self.last_qty) < n:
             grow = lambda x: np.concatenate([x, np.zeros(n - len(x), x.dtype)])  # noqa: E731
-            self.dirty, self.last_qty, self.pub_inst = grow(self.dirty), grow(self.last_qty), grow(self.pub_inst)
+            self.last_qty, self.pub_inst = grow(self.last_qty), grow(self.pub_inst)
+            self.dirty.fit(n)
         for i, arr in enumerate((a.exp_sector, a.exp_country, a.exp_currency, a.exp_asset)):
             if self.pub[i].shape != arr.shape:
                 new = np.zeros(arr.shape)
@@ -68,9 +70,9 @@ class EventBuilder:
 
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot, ok) -> None:
-        if len(self.dirty) < self.book.a.positions.shape[0]:
+        if len(self.last_qty) < self.book.a.positions.shape[0]:
             self._fit()
-        self.dirty[slot[ok]] = True
+        self.dirty.mark(slot[ok])
 
     def note_status(self, s: int) -> None:
         self._status.add(s)
@@ -99,7 +101,7 @@ class EventBuilder:
         changed = set(self._touched)
         if self.reval:
             changed.update(np.nonzero(versions != self.last_versions[:len(versions)])[0].tolist())
-        dirty_slots = np.flatnonzero(self.dirty)
+        dirty_slots = self.dirty.slots()
         if len(dirty_slots):
             changed.update(np.unique(a.positions["portfolio"][dirty_slots]).tolist())
         changed.update(a.positions["portfolio"][s] for s in self._status)
@@ -145,13 +147,13 @@ class EventBuilder:
         slots of the chosen portfolios."""
         book = self.book
         a = book.a
-        ds = np.flatnonzero(self.dirty)
+        ds = self.dirty.slots()
         if self._status:
             ds = np.union1d(ds, np.fromiter(self._status, np.int64))
         ds = ds[chosen[a.positions["portfolio"][ds]]]
         if not len(ds):
             return {}, {}
-        self.dirty[ds] = False
+        self.dirty.clear(ds)
         pos = a.positions[ds]
         p = pos["portfolio"].astype(np.int64)
         new_q = pos["qty"]
