@@ -113,7 +113,7 @@ class EventBuilder:
         ps = np.array(ps_list, np.int64)
         chosen = np.zeros(len(versions), np.bool_)
         chosen[ps] = True
-        pos_changes, exp_changes = self._diff(chosen)
+        pos_changes, exp_changes = self._diff(chosen, dirty_slots)
         self.last_versions[ps] = versions[ps]
         self._touched -= set(ps_list)
         owner = a.positions["portfolio"]
@@ -142,12 +142,11 @@ class EventBuilder:
         self.count += len(out)
         return out
 
-    def _diff(self, chosen):
+    def _diff(self, chosen, ds):
         """{portfolio: [PositionChangePayload]}, {portfolio: [ExposureChangePayload]} for the dirty
-        slots of the chosen portfolios."""
+        slots ``ds`` (sorted) of the chosen portfolios."""
         book = self.book
         a = book.a
-        ds = self.dirty.slots()
         if self._status:
             ds = np.union1d(ds, np.fromiter(self._status, np.int64))
         ds = ds[chosen[a.positions["portfolio"][ds]]]
