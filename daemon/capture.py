@@ -21,6 +21,8 @@ from portfolio_state.kernels.enums import PF_LONG_ONLY
 from portfolio_state.persistence.changes import ChangeSet, Exposures, Positions, States
 
 from .book import Book
+from .marks import DirtySet
+from .marketcapture import MarketCapture
 
 
 def _grow(x: np.ndarray, n: int, fill=0) -> np.ndarray:
@@ -47,7 +49,7 @@ class ChangeCapture:
         self.reval_rows = revalue_max_rows
         self.eps = weight_epsilon
         self.reval_cursor = 0
-        self.dirty = np.zeros(0, np.bool_)
+        self.dirty = DirtySet()                     # slots traded since the last hand-off
         self.last_qty = np.zeros(0, np.int64)
         self.last_mv = np.zeros(0, np.int64)
         self.last_w = np.zeros(0, np.float64)
@@ -58,7 +60,7 @@ class ChangeCapture:
         self.redis_dirty = np.zeros(0, np.bool_)   # per portfolio: positions:{id} to rebuild
         self.redis_cursor = 0
         self.ccy_seen = np.zeros((0, 0), np.bool_)  # per portfolio x currency: non-zero at some hand-off
-        self.head_dirty = np.zeros(0, np.bool_)     # per head slot: traded since its INSTRUMENT row was written
+        self.head_dirty = DirtySet()                # head slots traded since their INSTRUMENT row was written
         self.last_ie = np.zeros(0, np.int64)        # per head slot: INSTRUMENT exposure last written
         self.last_ie_pct = np.zeros(0, np.float64)  # and its percentage of the portfolio
         self._id_cache: dict[int, np.ndarray] = {}  # id(list) -> object-array mirror (the id lists only grow)
@@ -71,15 +73,17 @@ class ChangeCapture:
         self.seq = 0
         self._fit()
         self.mark_persisted()
+        self.market = MarketCapture(book, self.ids)  # last prices and FX rates, for a takeover (ADR 0011)
 
     def _fit(self) -> None:
         a = self.book.a
         n = len(a.positions)
-        if len(self.dirty) < n:
-            self.dirty = _grow(self.dirty, n)
+        if len(self.last_qty) < n:
+            self.dirty.fit(n)
+            self.head_dirty.fit(n)
             self.last_qty, self.last_mv, self.last_cost = (_grow(x, n) for x in (self.last_qty, self.last_mv, self.last_cost))
             self.last_w, self.last_status = _grow(self.last_w, n), _grow(self.last_status, n)
-            self.head_dirty, self.last_ie = _grow(self.head_dirty, n), _grow(self.last_ie, n)
+            self.last_ie = _grow(self.last_ie, n)
             self.last_ie_pct = _grow(self.last_ie_pct, n)
         P = len(a.portfolios)
         if len(self.versions) < P:
@@ -102,10 +106,10 @@ class ChangeCapture:
         self.last_w[:n] = self._weights(pos)
         P = len(self.book.portfolio_ids)
         self.versions[:P] = a.portfolios["version"][:P]
-        self.dirty[:] = False
+        self.dirty.clear_all()
         self.last_ie[:n] = pos["inst_exp"]
         self.last_ie_pct[:n] = self._pct(np.arange(n), self.last_ie[:n])
-        self.head_dirty[:] = False
+        self.head_dirty.clear_all()
 
     def ids(self, names: list) -> np.ndarray:
         """An object-array mirror of an append-only id list (slot ids, an interner's ids), so that
@@ -121,16 +125,16 @@ class ChangeCapture:
 
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot: np.ndarray, ok: np.ndarray) -> None:
-        if len(self.dirty) < len(self.book.a.positions):
+        if len(self.last_qty) < len(self.book.a.positions):
             self._fit()
         traded = slot[ok]
-        self.dirty[traded] = True
-        self.head_dirty[self.book.a.positions["head"][traded]] = True
+        self.dirty.mark(traded)
+        self.head_dirty.mark(self.book.a.positions["head"][traded])
 
     def note_status(self, s: int) -> None:
         self._fit()
-        self.dirty[s] = True
-        self.head_dirty[self.book.a.positions["head"][s]] = True
+        self.dirty.mark(np.array([s], np.int64))
+        self.head_dirty.mark(self.book.a.positions["head"][[s]])
 
     # -------------------------------------------------------------- hand-off
     def take(self, seq_hi: int, now_ns: int, snapshot: bool | tuple[int, int] = False, revalue: bool = False,
@@ -148,7 +152,7 @@ class ChangeCapture:
         self.snap_dirty[:P] |= moved
         self.redis_dirty[:P] |= moved
         self.versions[:P] = a.portfolios["version"][:P]
-        slots = np.flatnonzero(self.dirty[:n])
+        slots = self.dirty.slots(n)
         heads = np.zeros(0, np.int64)
         if full:
             live = a.positions["status"][:n] != PositionStatus.FREE
@@ -158,11 +162,11 @@ class ChangeCapture:
             moved, heads = self._revalued(n)
             slots = _union(slots, moved, n)
         if snapshot and not full:
-            heads = _union(heads, np.flatnonzero(self.head_dirty[:n]), n)
+            heads = _union(heads, self.head_dirty.slots(n), n)
         cs = ChangeSet(self.seq, seq_hi, now_ns, full=full, metrics=metrics)
         if len(slots):
-            cs.positions = self._positions(slots, change=self.dirty[slots].copy())
-            self.dirty[slots] = False
+            cs.positions = self._positions(slots, change=self.dirty.bits[slots].copy())
+            self.dirty.clear(slots)
         parts = []
         if snapshot or full:
             if full:
@@ -182,7 +186,7 @@ class ChangeCapture:
                 cs.redis_positions, cs.redis_exposures = self._redis_lists(P)
         if len(heads):
             parts.insert(0, self.instrument_exposures(heads))
-            self.head_dirty[heads] = False
+            self.head_dirty.clear(heads)
         if parts:
             cs.exposures = parts[0] if len(parts) == 1 else Exposures.concat(parts)
         cs.cash_flows, self.cash_flows = self.cash_flows, []
@@ -193,6 +197,8 @@ class ChangeCapture:
             cs.portfolios = [book.portfolio_meta(p) for p in range(P)]
             cs.instruments = [book.instrument_meta(k) for k in range(len(book.instrument_ids))]
             cs.limits = book.limit_rows()
+        if full or snapshot is True or (snapshot and snapshot[0] == 0):  # once per state interval
+            cs.prices, cs.fx = self.market.take(full)
         self.seq = seq_hi
         if not cs.rows() and not cs.redis_positions and metrics is None and not full:
             return None

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one setting")
     run.add_argument("--command", help="shortcut for --set transport.command_endpoint=...")
     run.add_argument("--events", help="shortcut for --set transport.event_endpoint=...")
+    run.add_argument("--takeover", action="store_true",
+                     help="shortcut for --set sink.takeover=true: a new host with an empty journal loads its book "
+                          "from the PostgreSQL command side before serving (see sink.takeover)")
 
     demo = sub.add_parser("demo", help="start a daemon, stream a synthetic book through it, report")
     demo.add_argument("--portfolios", type=int, default=1000)
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"transport.command_endpoint={args.command}")
         if args.events:
             overrides.append(f"transport.event_endpoint={args.events}")
+        if args.takeover:
+            overrides.append("sink.takeover=true")
         try:
             settings = load(args.config, overrides)
         except (SettingsError, OSError) as e:

@@ -19,7 +19,8 @@ not durable leaves the process; shared-memory readers are the one exception
 (they may see at most the batches whose sync is in flight). An fsync error is
 fail-stop: every held reply becomes JOURNAL_IO, the process exits 1, and a
 restart recovers from disk. A full disk refuses changes and keeps serving reads.
-Lifecycle: recover (checkpoint + replay) -> warm the JIT -> bind -> ready; on
+Lifecycle: recover (checkpoint + replay) -> on a new host, take over the book
+from the command side (daemon/takeover.py) -> warm the JIT -> bind -> ready; on
 SIGTERM/SIGINT stop intake, wait for the last sync, flush replies and events,
 write a checkpoint, close, exit 0.
 """
@@ -504,12 +505,27 @@ def run(settings: Settings) -> int:
     import uvloop
 
     from .recovery import open_engine, state_as_of
+    from .takeover import TakeoverError, discard_unfinished, take_over
 
+    try:
+        discard_unfinished(settings)
+    except TakeoverError as e:
+        log.critical("cannot start: %s", e)
+        return 4
     try:
         engine, stats = open_engine(settings)
     except Exception as e:  # a damaged journal stops start-up: never skip data silently
         log.critical("cannot recover: %s", e)
         return 3
+    try:  # a new host (empty journal, sink.takeover): load the book before anything is served (ADR 0011)
+        take_over(settings, engine)
+    except TakeoverError as e:
+        log.critical("takeover failed, not starting: %s", e)
+        if engine.journal is not None:
+            engine.journal.close()
+        if engine.book.arena:
+            engine.book.arena.close()
+        return 4
     if settings.journal.data_dir:
         engine.as_of_hook = lambda pid, ns, req: state_as_of(settings, pid, ns, req)
     warm_up()

@@ -2,8 +2,9 @@
 
 Owns: ``verify(settings, command)``. What it compares:
  * the store's command side (positions, cash_balances, portfolios, instruments,
-   exposure_limits) with the state rebuilt from checkpoint + journal *at the
-   store's watermark* (a scratch engine, the same capture as the live path), so a
+   exposure_limits, and the instrument_prices / fx_rates a takeover replays) with
+   the state rebuilt from checkpoint + journal *at the store's watermark* (a
+   scratch engine, the same capture as the live path), so a
    store that is behind is not "different", only behind (its lag is reported);
  * the Redis keys (portfolio_state, margin, positions) with the state at the end
    of the journal;
@@ -12,8 +13,9 @@ Owns: ``verify(settings, command)``. What it compares:
 Every difference is listed; the exit status is 1 if there is any.
 Weights match within sink.weight_epsilon (what the sink rewrites on). While the
 daemon runs, market_value / unrealized_pnl of the positions table may trail
-memory by sink.revalue_interval_ms and Redis by its cadences:
-verify after a clean stop (everything drained exactly) to demand equality.
+memory by sink.revalue_interval_ms, instrument_prices / fx_rates by
+sink.state_interval_ms, and Redis by its cadences: verify after a clean stop
+(everything drained exactly) to demand equality.
 An embedded DuckDB file is locked by its daemon: verify it when the daemon is stopped.
 Runs on: the main thread of the ``pstate verify`` process. Imports: daemon, persistence.
 """
@@ -33,7 +35,8 @@ from .config import Settings
 from .recovery import dirs, engine_at
 from .writebehind import journal_id, make_store
 
-COMPARED = ("positions", "cash_balances", "portfolios", "instruments", "exposure_limits")
+COMPARED = ("positions", "cash_balances", "portfolios", "instruments", "exposure_limits", "instrument_prices",
+            "fx_rates")
 
 
 def _norm(value, kind: str):

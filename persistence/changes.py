@@ -10,7 +10,9 @@ Units in a ChangeSet are the book's: quantities micro-units, money base cents
 (int64), weights and percentages fractions. ``tables`` gives the spec's Float
 columns as floats in currency units and its Decimal columns as integer cents /
 micro-units (kinds in ``COLUMNS``), which each store converts exactly, so
-numeric(15,2) receives exactly the cents memory holds.
+numeric(15,2) receives exactly the cents memory holds. Last prices (units of the
+instrument's currency) and FX rates go as floats, as the feeds send them: a
+takeover replays them to the same nano-unit price and the same rate (ADR 0011).
 """
 from __future__ import annotations
 
@@ -110,10 +112,14 @@ class ChangeSet:
     redis_exposures: Exposures | None = None     # whole exposure maps of the redis_positions portfolios
     metrics: dict | None = None                  # the daemon's metrics (performance:current)
     full: bool = False                           # a resync: every portfolio and position is in it
+    prices: dict | None = None                   # instrument_prices columns (instrument_id, price in units of its
+                                                 # currency, price_time ns) of prices moved since the last ones
+    fx: list = field(default_factory=list)       # (currency, rate: one unit in the pivot currency) moved since
 
     def rows(self) -> int:
         return (len(self.positions or ()) + len(self.states or ()) + len(self.exposures or ())
-                + len(self.cash_flows) + len(self.portfolios) + len(self.instruments) + len(self.limits))
+                + len(self.cash_flows) + len(self.portfolios) + len(self.instruments) + len(self.limits)
+                + (len(self.prices["instrument_id"]) if self.prices else 0) + len(self.fx))
 
 
 # ------------------------------------------------------------------ tables (columns)
@@ -148,11 +154,13 @@ COLUMNS = {
                     ("short_initial", "f8"), ("short_maintenance", "f8")],
     "exposure_limits": [("portfolio_id", "str"), ("exposure_type", "str"), ("category", "str"),
                         ("limit_percentage", "f8")],
+    "instrument_prices": [("instrument_id", "str"), ("price", "f8"), ("price_time", "ts")],
+    "fx_rates": [("currency", "str"), ("rate", "f8")],
 }
 #: upserted tables and their keys (a later row replaces an earlier one); the rest are appended
 KEYS = {"positions": ("position_id",), "cash_balances": ("portfolio_id", "currency"), "portfolios": ("portfolio_id",),
         "instruments": ("instrument_id",), "exposure_limits": ("portfolio_id", "exposure_type", "category"),
-        "cash_flows": ("cash_flow_id",)}
+        "cash_flows": ("cash_flow_id",), "instrument_prices": ("instrument_id",), "fx_rates": ("currency",)}
 
 
 def change_type(old: int, new: int) -> str:
@@ -277,6 +285,11 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
             pid, typ, cat, lim = zip(*cs.limits)
             put("exposure_limits", {"portfolio_id": list(pid), "exposure_type": list(typ), "category": list(cat),
                                     "limit_percentage": np.array([np.nan if x is None else x for x in lim], np.float64)})
+        if cs.prices is not None and len(cs.prices["instrument_id"]):
+            put("instrument_prices", cs.prices)
+        if cs.fx:
+            ccy, rate = zip(*cs.fx)
+            put("fx_rates", {"currency": list(ccy), "rate": np.array(rate, np.float64)})
     out = {t: _cat(v) for t, v in parts.items()}
     for t, key in KEYS.items():
         if t in out:

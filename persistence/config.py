@@ -1,6 +1,6 @@
-"""Durability settings: journal, group commit, checkpoints. One frozen Struct, every field documented.
+"""Durability settings: journal, group commit, checkpoints; the write-behind. Frozen Structs, every field documented.
 
-Owns: ``JournalConfig``. Runs on: any thread. Imports: msgspec.
+Owns: ``JournalConfig``, ``SinkConfig``. Runs on: any thread. Imports: msgspec.
 """
 from __future__ import annotations
 
@@ -43,3 +43,4 @@ class SinkConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     retry_max_s: Annotated[float, doc("Longest wait between reconnect attempts to an unreachable store or cache, s. Default 5.")] = 5.0
     partitions_ahead: Annotated[int, doc("Native partitioning (no TimescaleDB): partitions created ahead of now, in chunk intervals (days; hours for exposures_ts). Default 3.")] = 3
     drain_timeout_s: Annotated[float, doc("At shutdown, how long to wait for the thread to persist what is committed, s. Default 30.")] = 30.0
+    takeover: Annotated[bool, doc("A new host: when the journal is empty (no record, no checkpoint holding one), load the book (instruments, portfolios, FX rates, last prices, positions, cash, limits) from the PostgreSQL command side as journaled commands before serving; a journal that holds anything is never loaded over (logged). Needs backend=postgres; PostgreSQL unreachable or a row the engine refuses stops start-up (exit 4). Also --takeover. Default false.")] = False

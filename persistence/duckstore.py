@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from .changes import COLUMNS, KEYS
-from .pg_schema import COMMAND_SIDE, SERVICE_TABLES, TS_TABLES
+from .pg_schema import COMMAND_SIDE, MARKET_TABLES, SERVICE_TABLES, TS_TABLES
 
 log = logging.getLogger("pstate.sink.duckdb")
 
@@ -26,7 +26,7 @@ def _ddl() -> list[str]:
     uniqueness is kept by the writer (delete + insert per key). FLOAT is PostgreSQL's double
     precision but DuckDB's 4-byte REAL: spelled DOUBLE here."""
     out = []
-    for sql in COMMAND_SIDE + SERVICE_TABLES:
+    for sql in COMMAND_SIDE + SERVICE_TABLES + MARKET_TABLES:
         if sql.startswith(("CREATE EXTENSION", "CREATE INDEX")):
             continue
         sql = sql.replace("NOT NULL UNIQUE", "NOT NULL").replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")

@@ -185,7 +185,7 @@ class JournalWriter:
                 os.close(old)
                 self._fd = -1
             self._open(os.path.join(self.directory, segment_name(self.next_seq)))
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def append(self, records: list[tuple[int, int, bytes]]) -> int:
         """Write (recv_ns, kind, payload) records; return the last sequence. Raises JournalError."""
@@ -252,7 +252,7 @@ class JournalWriter:
                 os.unlink(path)
                 n += 1
         if n:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return n
 
     def close(self) -> None:
@@ -265,7 +265,7 @@ class JournalWriter:
                 self._fd = -1
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

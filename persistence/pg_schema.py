@@ -8,8 +8,9 @@ Runs on: the write-behind thread (and tests). Imports: nothing of the project.
 
 Tables and indexes are exactly the spec's (names, columns, types, lengths,
 defaults); the service adds ``instruments``, ``exposure_limits``,
-``cash_balances`` (what a takeover needs to rebuild a book) and
-``sink_watermark`` (the journal sequence the rows cover, per journal).
+``cash_balances``, ``instrument_prices`` and ``fx_rates`` (what a takeover needs
+to rebuild a book, ADR 0011) and ``sink_watermark`` (the journal sequence the
+rows cover, per journal).
 """
 from __future__ import annotations
 
@@ -98,6 +99,20 @@ SERVICE_TABLES = [
         updated_at TIMESTAMP DEFAULT now())""",
 ]
 
+#: the last price of each instrument and the FX rates (value of one unit in the pivot currency) a
+#: takeover replays before it loads positions (ADR 0011): floats, as the feeds send them
+MARKET_TABLES = [
+    """CREATE TABLE instrument_prices (
+        instrument_id VARCHAR(20) PRIMARY KEY,
+        price FLOAT NOT NULL,
+        price_time TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT now())""",
+    """CREATE TABLE fx_rates (
+        currency VARCHAR(3) PRIMARY KEY,
+        rate FLOAT NOT NULL,
+        updated_at TIMESTAMP DEFAULT now())""",
+]
+
 #: (table, columns, chunk interval, space partitions, indexes) of the query side
 TS_TABLES = {
     "portfolio_state_ts": ("""
@@ -154,6 +169,7 @@ MIGRATIONS = [
     (1, "command side (spec tables and indexes)", lambda ts: COMMAND_SIDE),
     (2, "service tables (reference data, limits, cash, watermark)", lambda ts: SERVICE_TABLES),
     (3, "query side (time series)", query_side),
+    (4, "market data for takeover (last prices, FX rates)", lambda ts: MARKET_TABLES),
 ]
 
 

@@ -175,7 +175,7 @@ def test_schema_is_exactly_the_spec_with_native_partitions(pg_dsn):
 
     timescale = asyncio.run(open_twice())
     assert timescale is False  # not packaged for these machines: the native fallback is what runs here
-    assert psql(pg_dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,), (3,)]
+    assert psql(pg_dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,), (3,), (4,)]
     for table, cols in SPEC_COLUMNS.items():
         got = {r[0]: r[1:] for r in psql(pg_dsn, f"""
             SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale,
