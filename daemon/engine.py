@@ -123,9 +123,12 @@ class Engine:
         for i, (envelope, _) in enumerate(frames):
             r = replies[i]
             if isinstance(r, _Item):
-                if r.digest is not None:  # record the key's result, rejections included
-                    self.window.put(r.cmd.key, r.digest, r.reply)
-                out.append((envelope, self._encode(r.reply, r.is_json)))
+                data = self._encode(r.reply, r.is_json)
+                if r.digest is not None:  # record the key's result, rejections included: as the msgpack
+                    # bytes just sent when they are msgpack (no second encoding, a checkpoint writes
+                    # them as they are, and bytes weigh far less than the reply's object tree)
+                    self.window.put(r.cmd.key, r.digest, r.reply if r.is_json else Encoded(data))
+                out.append((envelope, data))
             elif isinstance(r, _Replay):
                 out.append((envelope, self._encode(r.first.reply, r.is_json)))
             else:
@@ -242,6 +245,8 @@ class Engine:
                 self.counters["replays"] += 1
                 if isinstance(prior[1], _Item):  # same batch: answer when the first one is done
                     return _Replay(prior[1], is_json)
+                if not is_json and isinstance(prior[1], Encoded):
+                    return prior[1].data  # the original reply's bytes
                 return self.codec.encode(materialize(prior[1]), is_json)
         it = _Item(i, cmd, is_json, digest, body)
         if digest is not None:
