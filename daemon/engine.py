@@ -597,6 +597,26 @@ class _Run:
             [EC(EXPOSURE_TYPE_NAMES[t], names[t], ex[t][0], ex[t][1], ex[t][1] - ex[t][0]) for t in range(5)], self.ms)
 
 
+_RUN_ARRAYS = ("slot", "out", "exp", "inst", "price", "mult", "ratio", "cats")
+
+
+def run_state(run: _Run) -> list:
+    """A run's arrays as plain msgpack values (checkpoints keep replayed replies this way: one copy
+    of the run's outputs instead of one built reply per command)."""
+    return [run.ms] + [[np.lib.format.dtype_to_descr(x.dtype), list(x.shape), x.tobytes()]
+                       for x in (getattr(run, n) for n in _RUN_ARRAYS)]
+
+
+def run_from_state(book: Book, state: list) -> _Run:
+    run = _Run.__new__(_Run)
+    run.book, run.ms = book, state[0]
+    for name, (descr, shape, data) in zip(_RUN_ARRAYS, state[1:]):
+        if isinstance(descr, list):  # a structured dtype: [[name, type], ...] back to tuples
+            descr = [tuple(f) for f in descr]
+        setattr(run, name, np.frombuffer(data, np.lib.format.descr_to_dtype(descr)).reshape(shape))
+    return run
+
+
 class _Lazy:
     """A reply kept as (run, rows) until someone needs it: replay stores these in the window,
     so recovery does not build a million replies nobody will ask for again."""

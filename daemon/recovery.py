@@ -25,7 +25,7 @@ from portfolio_state.transport import messages as m
 
 from .book import Book, Capacity
 from .config import Settings
-from .engine import Encoded, Engine, materialize
+from .engine import Encoded, Engine, _Lazy, materialize, run_from_state, run_state
 
 log = logging.getLogger("pstate.recovery")
 
@@ -52,8 +52,19 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
     the journal after it stays (the thread can always resume, like a replication slot)."""
     seq, arrays, meta = snap or snapshot(engine)
     enc = msgspec.msgpack.Encoder()
-    meta = enc.encode({**meta, "window": [[k, d, r.data if isinstance(r, Encoded) else enc.encode(materialize(r))]
-                                          for k, (d, r) in meta["window"]]})
+    runs, run_ix, window = [], {}, []
+    for k, (d, r) in meta["window"]:
+        if type(r) is Encoded:
+            window.append([k, d, r.data])
+        elif type(r) is _Lazy:  # a replayed reply: its run's arrays once, and where it sits in them
+            j = run_ix.get(id(r.run))
+            if j is None:
+                j = run_ix[id(r.run)] = len(runs)
+                runs.append(run_state(r.run))
+            window.append([k, d, j, r.lo, r.hi, r.typ, r.detail])
+        else:
+            window.append([k, d, enc.encode(materialize(r))])
+    meta = enc.encode({**meta, "window": window, "runs": runs})
     _, cdir = dirs(settings)
     t0 = time.perf_counter()
     path = ckpt.write_checkpoint(cdir, seq, arrays, meta)
@@ -73,9 +84,15 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     engine = Engine(settings, book)
     engine.events.seq = event_seq
     engine.events.last_versions = book.a.portfolios["version"].copy()
-    if meta["window"]:
-        keys, digests, replies = zip(*meta["window"])  # columns, in C
+    runs = [run_from_state(book, st) for st in meta.get("runs", ())]
+    window = meta["window"]
+    if window and not runs:  # every entry [key, digest, msgpack bytes]
+        keys, digests, replies = zip(*window)  # columns, in C
         engine.window.put_many(keys, zip(digests, map(Encoded, replies)))
+    elif window:  # some entries [key, digest, run, lo, hi, type, detail]: a replayed reply
+        engine.window.put_many([e[0] for e in window],
+                               [(e[1], Encoded(e[2]) if len(e) == 3 else _Lazy(runs[e[2]], e[0], *e[3:]))
+                                for e in window])
     engine.counters.update(meta["counters"])
     engine.last_seq = seq
     engine.last_recv_ns = meta["last_recv_ns"]
