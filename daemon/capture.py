@@ -65,6 +65,7 @@ class ChangeCapture:
         self.last_ie_pct = np.zeros(0, np.float64)  # and its percentage of the portfolio
         self._id_cache: dict[int, np.ndarray] = {}  # id(list) -> object-array mirror (the id lists only grow)
         self.exp_force = np.zeros(0, np.bool_)      # per portfolio: next snapshot writes every exposure row
+        self.perf_fn = None                         # ps -> PerformanceMetrics columns (the engine's)
         self.last_agg: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # aggregate rows last written
         self.cash_flows: list = []
         self.portfolios: list = []
@@ -302,8 +303,11 @@ class ChangeCapture:
             lev = np.where(gross == 0, 0.0, np.where(total <= 0, np.inf, gross / np.where(total == 0, 1, total)))
         long_only = (rows["flags"] & PF_LONG_ONLY) != 0
         bp = np.where(long_only, avail_cash, avail * 2)  # Reg T: excess / 0.5
-        return States(self.ids(book.portfolio_ids.ids)[ps], total, cash, invested, avail_cash, im, avail,
+        states = States(self.ids(book.portfolio_ids.ids)[ps], total, cash, invested, avail_cash, im, avail,
                       lev, rows["position_count"].copy(), im.copy(), mm.copy(), total - mm, bp, rows["updated_ns"].copy())
+        if self.perf_fn is not None:
+            states.performance = self.perf_fn(ps)
+        return states
 
     def instrument_exposures(self, heads: np.ndarray, record: bool = True, nonzero: bool = False) -> Exposures:
         """INSTRUMENT exposure rows of head slots (one per (portfolio, instrument)). ``record``: these

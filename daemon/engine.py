@@ -35,6 +35,8 @@ from portfolio_state.kernels.views import cents
 from portfolio_state.transport import messages as m
 from portfolio_state.transport.codec import Codec
 
+from portfolio_state.analytics.performance import PerformanceBook, day_of
+
 from . import queries
 from .book import Book, BookError, Capacity
 from .config import Settings
@@ -73,6 +75,7 @@ class Engine:
                                  pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir)
         self.codec = Codec()
         self.window = IdempotencyWindow(settings.engine.idempotency_window)
+        self.perf = PerformanceBook()     # daily returns and their statistics (analytics/performance.py)
         self.max_bytes = settings.transport.max_message_bytes
         self.events_on = settings.engine.events
         self.events = EventBuilder(self.book, settings.engine.revaluation_events)
@@ -98,6 +101,7 @@ class Engine:
         answered with the journal's error and leaves memory untouched.
         ``replay`` applies journal records (already journaled, replies unused)."""
         self.counters["batches"] += 1
+        self._perf_day(recv_ns)
         self.counters["messages"] += len(frames)
         self._recv_ns = recv_ns
         self.last_recv_ns = max(self.last_recv_ns, recv_ns)
@@ -320,6 +324,9 @@ class Engine:
             self.events.note_trades(slot, ok)
         if self.capture is not None:
             self.capture.note_trades(slot, ok)
+        moved = ok & ((kind == TradeKind.TRANSFER_IN) | (kind == TradeKind.TRANSFER_OUT))
+        if moved.any():  # positions moved in or out are external flows, not performance
+            self.perf.flow(portfolio[moved], out["value_change"][moved])
         return _Run(self.book, slot, out, exp_out, ms)
 
     def _rows(self, rows):
@@ -400,6 +407,8 @@ class Engine:
                 if out["reason"]:
                     return _err(REASON_NAMES[out["reason"]], cmd.key)
                 self.events.touch(p)
+                if cmd.flow_type in ("DEPOSIT", "WITHDRAWAL"):  # external: not performance
+                    self.perf.flow(p, int(out["cash_impact"]))
                 if self.capture is not None:
                     self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, int(out["amount"]), cmd.currency,
                                                     cmd.flow_type, cmd.description, cmd.timestamp or self._recv_ns))
@@ -522,11 +531,40 @@ class Engine:
             portfolio_state=m.PortfolioState(**queries.state(book, cmd.portfolio_id)),
             positions=[m.Position(**x) for x in queries.positions(book, cmd.portfolio_id)] if cmd.include_positions else [],
             exposures=self._exposures(cmd.portfolio_id) if cmd.include_exposures else {},
-            performance_metrics=None,
+            performance_metrics=self.performance(p) if cmd.include_performance else None,
             margin=m.MarginRequirement(**queries.margin(book, cmd.portfolio_id)),
             cash=queries.cash(book, cmd.portfolio_id),
             last_updated=queries._iso(pf["updated_ns"]),
             sequence=self._seq(p))
+
+    # ------------------------------------------------------------------ performance
+    def _perf_day(self, ns: int) -> None:
+        """At the first batch of a new UTC day (receive times: journaled, so replay agrees), close
+        the day for every portfolio at its value now."""
+        day = day_of(ns)
+        if day > self.perf.day:
+            P = len(self.book.portfolio_ids)
+            pf = self.book.a.portfolios[:P]
+            self.perf.roll(day, pf["cash_base"] + pf["long_mv"] + pf["short_mv"], self._bench_prices(P))
+
+    def _bench_prices(self, P: int) -> np.ndarray:
+        """Each portfolio's benchmark instrument price now (NaN: no benchmark, or not a priced instrument)."""
+        out = np.full(P, np.nan)
+        a = self.book.a
+        for p, info in self.book.portfolio_info.items():
+            k = self.book.instrument_ids.get(info.get("benchmark") or "")
+            if p < P and k >= 0 and a.instruments["price"][k] > 0:
+                out[p] = float(a.instruments["price"][k])
+        return out
+
+    def performance(self, p: int) -> m.PerformanceMetrics:
+        pf = self.book.a.portfolios[p]
+        return m.PerformanceMetrics(**self.perf.metrics(p, int(pf["cash_base"] + pf["long_mv"] + pf["short_mv"])))
+
+    def performance_columns(self, ps: np.ndarray) -> dict[str, np.ndarray]:
+        """PerformanceMetrics of portfolios ps as float64 columns, NaN where undefined (snapshots)."""
+        pf = self.book.a.portfolios[ps]
+        return self.perf.columns(ps, pf["cash_base"] + pf["long_mv"] + pf["short_mv"])
 
     def metrics(self) -> dict:
         b = self.book
@@ -536,6 +574,7 @@ class Engine:
     def apply_market(self, prices: dict[str, float], rates: dict[str, float], ts: int, journal: bool = True) -> None:
         """Conflated ticks from the market-data feeds (no keys, no replies), journaled first."""
         book = self.book
+        self._perf_day(ts)
         if journal and self.journal is not None:
             recs = [(ts, kind, msgspec.msgpack.encode(list(d.items()))) for kind, d in ((FEED_FX, rates), (FEED_PRICES, prices)) if d]
             try:

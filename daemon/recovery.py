@@ -40,6 +40,8 @@ def snapshot(engine: Engine) -> tuple[int, dict, dict]:
     entries are copied as they are; building and encoding lazy replies is left to the writer."""
     arrays, meta = engine.book.export_state()
     arrays["event_seq"] = engine.events.seq.copy()
+    arrays["perf"] = engine.perf.s.copy()
+    meta["perf_day"] = engine.perf.day
     meta["window"] = list(engine.window.items())
     meta["last_recv_ns"] = engine.last_recv_ns
     meta["counters"] = dict(engine.counters)
@@ -79,10 +81,13 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     seq, arrays, meta_b = loaded
     meta = msgspec.msgpack.decode(meta_b)
     event_seq = arrays.pop("event_seq")
+    perf = arrays.pop("perf", None)  # absent from checkpoints written before performance metrics
     bc = settings.book
     book = Book.from_state(arrays, meta, shm_name=(bc.shm_name or None) if shm else None, shm_dir=bc.shm_dir)
     engine = Engine(settings, book)
     engine.events.seq = event_seq
+    if perf is not None:
+        engine.perf.s, engine.perf.day = perf, meta.get("perf_day", -1)
     engine.events.last_versions = book.a.portfolios["version"].copy()
     runs = [run_from_state(book, st) for st in meta.get("runs", ())]
     window = meta["window"]
@@ -224,10 +229,12 @@ def catch_up_sets(settings: Settings, after: int, upto: int, chunk: int = 2000):
                     "%d instead; the time series have a gap there", after + 1, upto, upto)
         engine = engine_at(settings, upto)
         cap = ChangeCapture(engine.book)
+        cap.perf_fn = engine.performance_columns
         cap.seq = after
         yield [cap.take(upto, time.time_ns(), full=True)]
         return
     cap = ChangeCapture(engine.book, revalue_max_rows=1 << 62, weight_epsilon=cfg.weight_epsilon)
+    cap.perf_fn = engine.performance_columns
     cap.seq = after
     engine.capture = cap
     jdir, _ = dirs(settings)

@@ -30,6 +30,7 @@ class SinkPump:
         self.capture = ChangeCapture(engine.book, cfg.redis_positions_per_flush if cfg.redis_url else 0,
                                      cfg.revalue_max_rows, cfg.weight_epsilon)
         self.capture.seq = engine.last_seq
+        self.capture.perf_fn = engine.performance_columns
         engine.capture = self.capture
         self.wb = writebehind or WriteBehind(settings, engine.last_seq, journal_id(settings.journal.data_dir))
         self.held: deque = deque()   # ChangeSets waiting for their records to be durable

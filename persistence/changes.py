@@ -65,6 +65,7 @@ class States:
     excess_liquidity: np.ndarray
     buying_power: np.ndarray
     updated_ns: np.ndarray
+    performance: dict | None = None  # PerformanceMetrics field -> float64 column, NaN = null
 
     def __len__(self) -> int:
         return len(self.portfolio_id)
@@ -126,6 +127,9 @@ class ChangeSet:
 # kinds: str, f8 (float, NaN = NULL), i8, ts (int64 ns since epoch), cents (int64 -> DECIMAL(15,2)),
 # micro (int64 -> DECIMAL(15,6)), date (ISO text), bool
 
+#: the spec's PerformanceMetrics fields, as portfolio_state_ts columns and performance:{id} keys
+PERFORMANCE_FIELDS = ("daily_return", "total_return", "volatility", "sharpe_ratio", "max_drawdown", "beta", "alpha")
+
 #: table -> [(column, kind)]: what each store writes, in this order
 COLUMNS = {
     "positions": [("position_id", "str"), ("portfolio_id", "str"), ("instrument_id", "str"), ("quantity", "micro"),
@@ -137,7 +141,8 @@ COLUMNS = {
                             ("weight_change", "f8"), ("change_type", "str")],
     "portfolio_state_ts": [("timestamp", "ts"), ("portfolio_id", "str"), ("total_value", "f8"), ("cash_balance", "f8"),
                            ("invested_value", "f8"), ("available_cash", "f8"), ("margin_used", "f8"),
-                           ("margin_available", "f8"), ("leverage_ratio", "f8"), ("position_count", "i8")],
+                           ("margin_available", "f8"), ("leverage_ratio", "f8"), ("position_count", "i8"),
+                           *((f, "f8") for f in PERFORMANCE_FIELDS)],
     "margin_requirements": [("portfolio_id", "str"), ("initial_margin", "cents"), ("maintenance_margin", "cents"),
                             ("excess_liquidity", "cents"), ("buying_power", "cents"), ("last_updated", "ts")],
     "exposures_ts": [("timestamp", "ts"), ("portfolio_id", "str"), ("exposure_type", "str"), ("category", "str"),
@@ -241,7 +246,9 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
                                        "available_cash": s.available_cash / 100, "margin_used": s.margin_used / 100,
                                        "margin_available": s.margin_available / 100,
                                        "leverage_ratio": np.where(np.isfinite(lev), lev, np.nan),
-                                       "position_count": s.position_count.astype(np.int64)})
+                                       "position_count": s.position_count.astype(np.int64),
+                                       **{f: (s.performance[f] if s.performance else np.full(len(s), np.nan))
+                                          for f in PERFORMANCE_FIELDS}})
             put("margin_requirements", {"portfolio_id": s.portfolio_id, "initial_margin": s.init_margin,
                                         "maintenance_margin": s.maint_margin, "excess_liquidity": s.excess_liquidity,
                                         "buying_power": s.buying_power.astype(np.int64), "last_updated": at})
@@ -329,6 +336,13 @@ def state_doc(s: States, j: int) -> dict:
             "available_cash": int(s.available_cash[j]) / 100, "margin_used": int(s.margin_used[j]) / 100,
             "margin_available": int(s.margin_available[j]) / 100, "leverage_ratio": nan_none(float(s.leverage[j])),
             "position_count": int(s.position_count[j]), "last_updated": iso(s.updated_ns[j])}
+
+
+def performance_doc(s: States, j: int) -> dict | None:
+    """The spec's PerformanceMetrics (null where undefined), or None when the snapshot has none."""
+    if not s.performance:
+        return None
+    return {f: nan_none(float(s.performance[f][j])) for f in PERFORMANCE_FIELDS}
 
 
 def margin_doc(s: States, j: int, at_ns: int) -> dict:

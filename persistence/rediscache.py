@@ -12,15 +12,15 @@ Keys (after the configured prefix), values readable without our code:
   positions:{id}         List<Position>              TTL 5 min
   exposures:{id}         Map<ExposureType, List<Exposure>>  TTL 10 min
   margin:{id}            MarginRequirement           TTL 10 min
+  performance:{id}       PerformanceMetrics          TTL 15 min
   performance:current    the daemon's service metrics TTL 1 min
-``performance:{id}`` (15 min) is not written: this service does not compute
-PerformanceMetrics yet.
 """
 from __future__ import annotations
 
 import msgspec
 
-from .changes import EXPOSURE_TYPES, ChangeSet, exposure_docs, margin_doc, position_docs, state_doc
+from .changes import (EXPOSURE_TYPES, ChangeSet, exposure_docs, margin_doc, performance_doc, position_docs,
+                      state_doc)
 
 TTL_S = {"portfolio_state": 300, "positions": 300, "exposures": 600, "performance": 900, "margin": 600,
          "performance:current": 60}
@@ -57,6 +57,9 @@ class RedisCache:
             for j, pid in enumerate(s.portfolio_id):
                 self._put("portfolio_state", pid, state_doc(s, j))
                 self._put("margin", pid, margin_doc(s, j, cs.ts_ns))
+                perf = performance_doc(s, j)
+                if perf is not None:
+                    self._put("performance", pid, perf)
         if cs.redis_exposures is not None:  # whole maps, of the portfolios whose lists are rebuilt
             docs = exposure_docs(cs.redis_exposures)
             for pid in cs.redis_positions:  # a portfolio with no exposure at all still gets its (empty) map

@@ -309,13 +309,16 @@ class Exposure(Struct, gc=False):
 
 
 class PerformanceMetrics(Struct, gc=False):
+    """Fractions (0.01 = 1%); definitions in analytics/performance.py and docs/protocol.md. Null where
+    undefined: volatility and sharpe below two completed days, beta and alpha without a priced
+    benchmark instrument."""
     total_return: float
     daily_return: float
-    volatility: float
-    sharpe_ratio: float
+    volatility: Optional[float]
+    sharpe_ratio: Optional[float]
     max_drawdown: float
-    beta: float
-    alpha: float
+    beta: Optional[float]
+    alpha: Optional[float]
 
 
 class MarginRequirement(Struct, gc=False):

@@ -258,11 +258,14 @@ def test_postgres_and_redis_equal_memory_after_a_run(tmp_path, pg_dsn, redis_url
             assert tech["limit_percentage"] == 0.3
             margin = json.loads(r.get(f"{redis_prefix}margin:P1"))
             assert set(margin) >= {"initial_margin", "maintenance_margin", "excess_liquidity", "buying_power"}
+            perf = json.loads(r.get(f"{redis_prefix}performance:P1"))  # the spec's PerformanceMetrics
+            assert set(perf) == {"total_return", "daily_return", "volatility", "sharpe_ratio", "max_drawdown", "beta",
+                                 "alpha"} and isinstance(perf["total_return"], float)
             ttl = {k: r.ttl(f"{redis_prefix}{k}") for k in ("portfolio_state:P1", "positions:P1", "exposures:P1",
-                                                             "margin:P1", "performance:current")}
+                                                             "margin:P1", "performance:P1", "performance:current")}
             assert 240 < ttl["portfolio_state:P1"] <= 300 and 240 < ttl["positions:P1"] <= 300, ttl
             assert 540 < ttl["exposures:P1"] <= 600 and 540 < ttl["margin:P1"] <= 600, ttl
-            assert 0 < ttl["performance:current"] <= 60, ttl
+            assert 0 < ttl["performance:current"] <= 60 and 840 < ttl["performance:P1"] <= 900, ttl
             assert json.loads(r.get(f"{redis_prefix}performance:current"))["updates"] >= 300
             r.close()
     finally:
@@ -276,6 +279,9 @@ def test_postgres_and_redis_equal_memory_after_a_run(tmp_path, pg_dsn, redis_url
     assert rows("SELECT count(*) FROM instruments") == [(3,)]
     assert rows("SELECT count(*) > 0 FROM exposures_ts WHERE exposure_type = 'SECTOR'") == [(True,)]
     assert rows("SELECT count(*) > 0 FROM margin_requirements") == [(True,)]
+    # performance columns carry the engine's numbers (a fresh book: one day, so volatility is null)
+    assert rows("SELECT count(*) > 0, bool_and(total_return IS NOT NULL AND daily_return IS NOT NULL "
+                "AND max_drawdown IS NOT NULL AND volatility IS NULL) FROM portfolio_state_ts") == [(True, True)]
     assert rows("SELECT count(*) FROM position_changes_ts_default") == [(0,)]  # rows land in their day's partition
 
 
