@@ -430,11 +430,19 @@ class Book:
         return reason
 
     # ------------------------------------------------------------ checkpoints
-    def export_state(self) -> tuple[dict[str, np.ndarray], dict]:
+    def export_state(self, reuse: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict]:
         """A consistent copy of everything (arrays + id maps), for a checkpoint. Copies, so the
         engine can go on while a thread writes it. Runs on the engine thread, so nothing here is a
         Python loop over slots: the (portfolio, instrument) -> head map is rebuilt from the arrays."""
-        arrays = {k: np.array(v, copy=True) for k, v in self.a._asdict().items()}
+        arrays = {}
+        for k, v in self.a._asdict().items():
+            # into the previous checkpoint's buffers when they fit: a copy into memory already
+            # touched runs at memory speed; fresh pages fault in one by one (2-5x slower here)
+            dst = reuse.get(k) if reuse else None
+            if dst is None or dst.shape != v.shape or dst.dtype != v.dtype:
+                dst = np.empty_like(v)
+            np.copyto(dst, v)
+            arrays[k] = dst
         meta = {
             "capacity": dict(self._cap),
             "pivot": self.currency_ids.ids[self.pivot],

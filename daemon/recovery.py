@@ -35,10 +35,11 @@ def dirs(settings: Settings) -> tuple[str, str]:
     return os.path.join(base, "journal"), os.path.join(base, "checkpoints")
 
 
-def snapshot(engine: Engine) -> tuple[int, dict, dict]:
-    """(journal seq, arrays, meta): a consistent copy taken on the engine thread. The window's
-    entries are copied as they are; building and encoding lazy replies is left to the writer."""
-    arrays, meta = engine.book.export_state()
+def snapshot(engine: Engine, reuse: dict | None = None) -> tuple[int, dict, dict]:
+    """(journal seq, arrays, meta): a consistent copy taken on the engine thread (into ``reuse``,
+    the previous snapshot's arrays, when given). The window's entries are copied as they are;
+    encoding them is left to the writer."""
+    arrays, meta = engine.book.export_state(reuse)
     arrays["event_seq"] = engine.events.seq.copy()
     arrays["perf"] = engine.perf.s.copy()
     meta["perf_day"] = engine.perf.day

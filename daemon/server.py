@@ -73,6 +73,7 @@ class Server:
         self._ckpt_pool = ThreadPoolExecutor(1, thread_name_prefix="pstate-ckpt")
         self._quiesce: list = []               # callbacks waiting for "everything applied is durable"
         self._checkpointing = False
+        self._ckpt_arrays: dict | None = None  # the last snapshot's arrays, reused by the next
         self.exit_code = 0
         self.ctx = zmq.Context()
         self.auth = None
@@ -263,7 +264,8 @@ class Server:
         if self._checkpointing or self.journal is None or self.journal.failed:
             return
         self._checkpointing = True
-        snap = snapshot(self.engine)  # a copy, on this thread: consistent
+        snap = snapshot(self.engine, self._ckpt_arrays)  # a copy, on this thread: consistent
+        self._ckpt_arrays = snap[1]  # reused by the next one (never while this one is being written)
         loop = asyncio.get_running_loop()
 
         def done(f):
