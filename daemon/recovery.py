@@ -59,7 +59,8 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
     for k, (d, r) in meta["window"]:
         if type(r) is Encoded:
             window.append([k, d, r.data])
-        elif type(r) is _Lazy:  # a replayed reply: its run's arrays once, and where it sits in them
+        elif type(r) is _Lazy and (r.typ == 0 or r.detail):  # a replayed reply of per-row detail: its
+            # run's arrays once and where it sits in them (building it here would cost ~20 us a key)
             j = run_ix.get(id(r.run))
             if j is None:
                 j = run_ix[id(r.run)] = len(runs)
