@@ -53,7 +53,15 @@ def test_replies_survive_live_replay_checkpoint_and_restore(tmp_path):
     _ask(e, setup, enc)
     first = [dec(b) for b in _ask(e, trades, enc)]
     assert [dec(b) for b in _ask(e, trades, enc)] == first  # live: the bytes that were sent
+    write_checkpoint(e, _settings(tmp_path))  # live replies: columns in chunks
+    meta = msgspec.msgpack.decode(ckpt.load_newest(str(tmp_path / "checkpoints"))[2])
+    assert meta["window_chunks"] and not meta["window"]
     e.journal.close()
+    e1, stats = open_engine(_settings(tmp_path))
+    assert stats["replayed"] == 0 and [dec(b) for b in _ask(e1, trades, enc)] == first
+    e1.journal.close()
+    for f in (tmp_path / "checkpoints").iterdir():  # from here on: recover by replay, as before
+        f.unlink()
 
     e2, _ = open_engine(_settings(tmp_path))  # replay: lazy replies
     assert _same(dec(b) for b in _ask(e2, trades, enc)) == _same(first)
