@@ -273,9 +273,7 @@ class ChangeCapture:
         P = a.positions
         pf, inst = P["portfolio"][slots], P["instrument"][slots]
         mv = P["mv"][slots]
-        total = self._totals(np.maximum(pf, 0)).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where(total != 0, mv / np.where(total == 0, 1, total), 0.0)
+        w = self._pct(slots, mv)  # a position's weight: its share of its portfolio's total value
         cost = self._cost_base(slots)
         out = Positions(
             position_id=self.ids(book.slot_ids)[slots],

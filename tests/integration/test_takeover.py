@@ -141,15 +141,21 @@ def _verify(data_dir, args) -> dict:
     return {**json.loads(lines[0]), "text": "\n".join(lines[1:]), "code": p.returncode, "stderr": p.stderr}
 
 
-def test_a_new_host_takes_over_the_book_exactly(tmp_path, pg_dsn):
+def run_host_a(tmp_path, pg_dsn) -> dict:
+    """The old host: a daemon with the postgres sink, the seeded book, a clean (drained) stop.
+    Returns the book's snapshot as it answered before stopping."""
     a = DaemonProcess(tmp_path, extra=pg_args(pg_dsn), data_dir=str(tmp_path / "host-a"))
     a.wait_ready()
     try:
         with a.client() as c:
             seed_book(c)
-            before = snapshot(c)
+            return snapshot(c)
     finally:
         assert a.stop() == 0, a.output()
+
+
+def test_a_new_host_takes_over_the_book_exactly(tmp_path, pg_dsn):
+    before = run_host_a(tmp_path, pg_dsn)
     assert psql(pg_dsn, "SELECT count(*) FROM fx_rates") == [(3,)]  # EUR, JPY and the pivot
     changes = psql(pg_dsn, "SELECT count(*) FROM position_changes_ts")
 
@@ -245,13 +251,7 @@ def _settings(tmp_path, dsn, takeover=True):
 
 
 def test_a_row_the_engine_refuses_stops_the_takeover_and_the_next_start_loads_again(tmp_path, pg_dsn):
-    a = DaemonProcess(tmp_path, extra=pg_args(pg_dsn), data_dir=str(tmp_path / "host-a"))
-    a.wait_ready()
-    try:
-        with a.client() as c:
-            seed_book(c)
-    finally:
-        assert a.stop() == 0, a.output()
+    run_host_a(tmp_path, pg_dsn)
     # a row no engine accepts: a short position in a long-only portfolio
     psql(pg_dsn, "UPDATE positions SET quantity = -quantity, cost_basis = -cost_basis WHERE position_id = 'lo-xom'")
     settings = _settings(tmp_path, pg_dsn)
