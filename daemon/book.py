@@ -42,6 +42,7 @@ from portfolio_state.kernels.layout import (
     trade_out_dt,
 )
 
+from .hugepages import HugeArena
 from .shm import MOVED, Arena
 
 #: Portfolio types that are cash accounts: long only, no margin.
@@ -165,9 +166,11 @@ class Book:
 
     def _build(self, old: BookArrays | None) -> BookArrays:
         arrays = {}
-        for name, (dtype, shape) in self._shapes().items():
+        shapes = self._shapes()
+        heap = None if self.arena else HugeArena(shapes)
+        for name, (dtype, shape) in shapes.items():
             dtype = np.dtype(dtype)
-            a = self.arena.allocate(name, dtype, shape) if self.arena else np.zeros(shape, dtype)
+            a = self.arena.allocate(name, dtype, shape) if self.arena else heap[name]
             if name in ("fx", "lim_sector", "lim_country", "lim_currency", "lim_asset"):
                 a[...] = np.nan
             if name == "positions":

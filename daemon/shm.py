@@ -20,15 +20,21 @@ import os
 
 import numpy as np
 
+from .hugepages import advise_huge
+
 MOVED = -1
 
 
 def _map(path, nbytes, writable):
     fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     try:
-        return mmap.mmap(fd, max(nbytes, 1), prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+        mm = mmap.mmap(fd, max(nbytes, 1), prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
     finally:
         os.close(fd)
+    if writable:
+        # granted only where the tmpfs allows huge pages (shmem_enabled advise/within_size/always)
+        advise_huge(mm)
+    return mm
 
 
 class Arena:

@@ -20,31 +20,6 @@ _TWO63 = 9.2e18
 
 
 @intrinsic
-def prefetch_nb(typingctx, arr, idx):
-    """Ask the CPU to start loading arr[idx] into cache (llvm.prefetch, read, high locality).
-
-    Lets a batch overlap the memory latency of the rows it will touch next: at 10M slots
-    every position record is a cache miss, and a kernel touching them one after another
-    otherwise waits for each in turn. No effect on results; idx must be in range.
-    """
-    from numba.core import cgutils
-    from llvmlite import ir
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        i32 = ir.IntType(32)
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, idx), codegen
-
-
-@intrinsic
 def release_fence_nb(typingctx):
     """A release fence: earlier stores are not reordered after later ones.
 

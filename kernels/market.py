@@ -13,8 +13,9 @@ import numpy as np
 
 
 from .enums import IF_DEFINED, MAX_MONEY, MAX_PRICE, PRICE_SCALE, Reason
-from .fixedpoint import fx_ratio_nb, prefetch_nb, release_fence_nb, to_base_nb, to_fixed_nb, value_ok_nb
+from .fixedpoint import fx_ratio_nb, release_fence_nb, to_base_nb, to_fixed_nb, value_ok_nb
 from .jit import inline, kernel
+from .prefetch import prefetch_holding_nb
 from .valuation import apply_mv_change_nb, mark_nb
 
 
@@ -62,17 +63,13 @@ def apply_prices_nb(b, instrument, price, ts, reason):
         start = b.inst_start[k]
         n = b.inst_len[k]
         for j in range(n):
-            if j + PREFETCH < n:  # the record PREFETCH rows ahead starts loading now
-                prefetch_nb(b.positions, b.inst_pool[start + j + PREFETCH])
+            prefetch_holding_nb(b, start, n, j)  # holders ahead start loading (kernels/prefetch.py)
             s = b.inst_pool[start + j]
             if b.positions[s].qty != 0:
                 _revalue_nb(b, s, ts[i])
                 n_revalued += 1
     return n_revalued
 
-
-#: how many rows ahead the revaluation loop prefetches position records
-PREFETCH = 8
 
 #: MAX_QTY micro-units at px_eff nano-units are worth px_eff * QTY_PER_NANO cents at most
 QTY_PER_NANO = 100.0

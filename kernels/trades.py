@@ -52,12 +52,12 @@ from .fixedpoint import (
     fx_ratio_nb,
     muldiv_round_nb,
     notional_ok_nb,
-    prefetch_nb,
     release_fence_nb,
     to_fixed_nb,
     value_ok_nb,
 )
 from .jit import inline, kernel
+from .prefetch import CHUNK, warm_trades_far_nb, warm_trades_near_nb
 from .valuation import (
     apply_cash_change_nb,
     apply_mv_change_nb,
@@ -65,10 +65,6 @@ from .valuation import (
     pct_nb,
     total_value_nb,
 )
-
-
-#: how many rows ahead the trade loop prefetches position records
-PREFETCH = 8
 
 
 @inline
@@ -102,18 +98,20 @@ def apply_trades_nb(b, kind, portfolio, slot, qty, price, fee, ts, out, exp_out)
     """
     n = kind.shape[0]
     n_ok = 0
-    n_pos = b.positions.shape[0]
-    for i in range(n):
-        if i + PREFETCH < n:  # start loading the position record PREFETCH rows ahead
-            s_ahead = slot[i + PREFETCH]
-            if s_ahead >= 0 and s_ahead < n_pos:
-                prefetch_nb(b.positions, s_ahead)
-        o = out[i]
-        o.reason = Reason.OK
-        r = _apply_row_nb(b, kind[i], portfolio[i], slot[i], qty[i], price[i], fee[i], ts[i], o, exp_out[i])
-        o.reason = r
-        if r == Reason.OK:
-            n_ok += 1
+    # rows go in chunks; the memory each row will touch is requested a chunk ahead
+    # (kernels/prefetch.py), so the row loop itself mostly hits the cache
+    warm_trades_far_nb(b, portfolio, slot, 0, min(n, CHUNK))
+    for c0 in range(0, n, CHUNK):
+        c1 = min(n, c0 + CHUNK)
+        warm_trades_far_nb(b, portfolio, slot, c1, min(n, c1 + CHUNK))
+        warm_trades_near_nb(b, portfolio, slot, c0, c1)
+        for i in range(c0, c1):
+            o = out[i]
+            o.reason = Reason.OK
+            r = _apply_row_nb(b, kind[i], portfolio[i], slot[i], qty[i], price[i], fee[i], ts[i], o, exp_out[i])
+            o.reason = r
+            if r == Reason.OK:
+                n_ok += 1
     return n_ok
 
 

@@ -268,3 +268,39 @@ def test_tick_overflow_is_caught_at_large_fx_ratios_too():
     reason, _ = b.apply_prices(np.array([0], I32), np.array([9_000.0]), np.ones(1, I64))
     assert Reason._fields[reason[0]] == "OVERFLOW"
     assert_untouched(before, b)
+
+
+def test_a_long_batch_with_bad_rows_equals_the_same_rows_one_at_a_time():
+    """The trade kernel requests each chunk's memory ahead of applying it (kernels/prefetch.py):
+    a batch spanning many chunks, with indexes out of range in both directions and slots of
+    other portfolios among good rows, gives the same rows and bytes as one row per call."""
+    rng = np.random.default_rng(5)
+    books = [make_book(), make_book()]
+    names = ["AAPL", "MSFT", "XOM", "SAP", "7203", "ESZ6"]
+    for b in books:
+        for i, name in enumerate(names):
+            trade(b, "P0", f"s{i}", name, TradeKind.BUY, 10, 100.0)  # every instrument has a price
+        for p in ("P0", "P1", "P2"):
+            for i, name in enumerate(names):
+                b.slot(b.portfolio_ids.get(p), f"x{i}", b.instrument_ids.get(name))
+    n = 300
+    slots = np.array(sorted(books[0].slot_index.values()), I32)
+    slot = rng.choice(slots, n).astype(I32)
+    pf = books[0].a.positions["portfolio"][slot].astype(I32)
+    bad = rng.random(n) < 0.2
+    slot[bad] = rng.choice(np.array([-7, -1, 10**6, 2**31 - 1, slots[0]], I32), bad.sum())
+    pf[rng.random(n) < 0.1] = rng.choice(np.array([-3, 2, 10**5], I32))
+    kind = rng.choice(np.array([TradeKind.BUY, TradeKind.SELL, TradeKind.SHORT, TradeKind.COVER], I8), n)
+    qty = rng.integers(1, 20, n).astype(F64)
+    price = np.round(rng.uniform(50, 150, n), 2)
+    fee = np.zeros(n)
+    ts = np.arange(100, 100 + n, dtype=I64)
+    whole, whole_ex = books[0].apply_trades(kind, pf, slot, qty, price, fee, ts)
+    rows = [books[1].apply_trades(kind[i:i + 1], pf[i:i + 1], slot[i:i + 1], qty[i:i + 1], price[i:i + 1],
+                                  fee[i:i + 1], ts[i:i + 1]) for i in range(n)]
+    assert whole.tobytes() == np.concatenate([r[0] for r in rows]).tobytes()
+    assert whole_ex.tobytes() == np.concatenate([r[1] for r in rows]).tobytes()
+    assert state_bytes(books[0]) == state_bytes(books[1])
+    reasons = {Reason._fields[r] for r in whole["reason"]}
+    assert {"OK", "UNKNOWN_POSITION", "UNKNOWN_PORTFOLIO"} <= reasons, reasons
+    assert books[0].audit() == []

@@ -1,0 +1,36 @@
+"""The book's anonymous arrays share one huge-page mapping: zeroed, aligned, disjoint."""
+import numpy as np
+
+from portfolio_state.daemon.book import Book, Capacity
+from portfolio_state.daemon.hugepages import HUGE, HugeArena
+from portfolio_state.kernels.layout import position_dt
+
+
+def test_arrays_are_zeroed_aligned_and_disjoint():
+    specs = {"a": (np.int64, (1000,)), "b": (position_dt, (333,)), "c": (np.float64, (7, 3)), "d": (np.int8, (5,))}
+    h = HugeArena(specs)
+    first = min(x.ctypes.data for x in h.arrays.values())
+    assert first % HUGE == 0
+    spans = []
+    for name, (dt, shape) in specs.items():
+        x = h[name]
+        assert x.dtype == np.dtype(dt) and x.shape == shape and x.flags.writeable and x.flags.c_contiguous
+        assert x.ctypes.data % 64 == 0
+        assert not x.view(np.uint8).any()
+        spans.append((x.ctypes.data, x.ctypes.data + x.nbytes))
+    spans.sort()
+    assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
+    for i, x in enumerate(h.arrays.values()):  # writing one array leaves the others zero
+        x.view(np.uint8)[...] = i + 1
+    for i, x in enumerate(h.arrays.values()):
+        assert (x.view(np.uint8) == i + 1).all()
+
+
+def test_a_book_outlives_growth_on_its_arrays():
+    book = Book(Capacity(portfolios=2, slots=4, instruments=2))
+    before = book.a.positions
+    for i in range(40):
+        book.upsert_portfolio(f"P{i}", "USD", "LONG_SHORT")
+    assert book.a.positions is not before and book.capacity["portfolios"] >= 40
+    assert book.a.positions.ctypes.data != before.ctypes.data
+    assert book.audit() == []
