@@ -36,15 +36,17 @@ def dirs(settings: Settings) -> tuple[str, str]:
     return os.path.join(base, "journal"), os.path.join(base, "checkpoints")
 
 
-def snapshot(engine: Engine, reuse: dict | None = None) -> tuple[int, dict, dict]:
+def snapshot(engine: Engine, reuse: dict | None = None, window: bool = True) -> tuple[int, dict, dict]:
     """(journal seq, arrays, meta): a consistent copy taken on the engine thread (into ``reuse``,
     the previous snapshot's arrays, when given). The window's entries are copied as they are;
-    encoding them is left to the writer."""
+    encoding them is left to the writer. ``window=False`` leaves the window out, for a forked
+    writer that lists it from its own copy (daemon/ckptfork.py)."""
     arrays, meta = engine.book.export_state(reuse)
     arrays["event_seq"] = engine.events.seq.copy()
     arrays["perf"] = engine.perf.s.copy()
     meta["perf_day"] = engine.perf.day
-    meta["window"] = list(engine.window.items())
+    if window:
+        meta["window"] = list(engine.window.items())
     meta["last_recv_ns"] = engine.last_recv_ns
     meta["counters"] = dict(engine.counters)
     return engine.last_seq, arrays, meta

@@ -19,6 +19,7 @@ class JournalConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     fsync_interval_ms: Annotated[float, doc("With fsync=interval: time between syncs, ms. Default 10.")] = 10.0
     segment_bytes: Annotated[int, doc("Journal segment size before a new file starts, bytes. Default 256 MiB.")] = 256 << 20
     checkpoint_interval_s: Annotated[float, doc("Seconds between checkpoints (also one at clean shutdown); 0 = only at shutdown. Default 300.")] = 300.0
+    checkpoint_fork: Annotated[bool, doc("Write the periodic checkpoints from a forked child process (Linux/POSIX), so their encoding does not take the engine's GIL; false = a thread of the daemon (the shutdown checkpoint always is). Default true.")] = True
     checkpoints_kept: Annotated[int, doc("Checkpoints kept; journal segments older than the oldest kept one are deleted. Default 2.")] = 2
     fault_enospc_after_bytes: Annotated[int, doc("Fault injection (tests): the journal fails with ENOSPC once this many bytes were written; -1 = off. Default -1.")] = -1
     fault_fsync_fail_after: Annotated[int, doc("Fault injection (tests): this many syncs succeed, the next fails with EIO; -1 = off. Default -1.")] = -1

@@ -1,10 +1,12 @@
 """Durability with real daemon processes: restart equality, exactly-once retries across a crash,
 a full disk, a failed fsync, a corrupt journal, as-of queries, and the fsync modes."""
 import os
+import re
 import signal
 import time
 
 import msgspec
+import psutil
 import pytest
 
 from portfolio_state.persistence.journal import HEADER_SIZE, list_segments
@@ -212,3 +214,42 @@ def test_pipelined_requests_all_get_durable_replies(tmp_path, window):
             assert c.state("P1").positions[0].quantity == n
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("fork", ["true", "false"])
+def test_periodic_checkpoints_restore_state_and_window_after_kill(tmp_path, fork):
+    """Periodic checkpoints, from a forked child (the default) or a thread: after kill -9 the
+    daemon restarts from the newest one (not from the start of the journal), with the same state
+    and the same idempotency window; a forked writer dies with its parent."""
+    d = DaemonProcess(tmp_path, "tcp", extra=["--set", "journal.checkpoint_interval_s=0.2",
+                                              "--set", f"journal.checkpoint_fork={fork}"])
+    d.wait_ready()
+    with d.client() as c:
+        seed(c)
+        trade_some(c)
+        deadline = time.time() + 30
+        while time.time() < deadline and len(re.findall(r"checkpoint \S+\.ckpt \(seq", d.output())) < 2:
+            time.sleep(0.1)
+        trade_some(c, n=8, key_prefix="late")
+        before = full_state(c)
+    out = d.output()
+    assert ("snapshot and fork took" in out) == (fork == "true"), out
+    parent = psutil.Process(d.proc.pid)
+    kids = parent.children()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.stop()
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    assert alive == [], f"checkpoint children outlived their parent: {alive}"
+    d2 = DaemonProcess(tmp_path, "tcp", data_dir=d.data_dir)
+    d2.wait_ready()
+    try:
+        with d2.client() as c:
+            assert full_state(c) == before
+            again = c.call(c.position_update("P1", "pos0", "AAPL", "SELL", 10, 100.0, key="t-0"))  # as first sent
+            assert isinstance(again, m.PositionUpdateResponse)
+            assert full_state(c) == before
+        got = re.search(r"recovered: checkpoint seq (\d+)", d2.output())
+        assert got and int(got.group(1)) > 0, d2.output()
+    finally:
+        assert d2.stop() == 0, d2.output()
