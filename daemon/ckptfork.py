@@ -49,7 +49,12 @@ def fork_checkpoint(write, engine, settings, snap, floor) -> tuple[int, int]:
     with the window listed from its own copy. Returns (child pid, read end of its report pipe)."""
     r, w = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
     if pid == 0:  # the child
         code = 1
         try:

@@ -277,7 +277,13 @@ class Server:
 
         floor = self.sink.wb.persisted if self.sink is not None else None
         if forked:
-            pid, r = ckptfork.fork_checkpoint(write_checkpoint, self.engine, self.settings, snap, floor)
+            try:
+                pid, r = ckptfork.fork_checkpoint(write_checkpoint, self.engine, self.settings, snap, floor)
+            except OSError as e:  # e.g. no memory for the child's page tables: write it from a thread
+                log.warning("checkpoint: fork failed (%s); writing it from a thread", e)
+                snap[2]["window"] = list(self.engine.window.items())
+                forked = False
+        if forked:
             log.info("checkpoint at seq %d: snapshot and fork took %.1f ms on the engine thread (child %d)",
                      snap[0], 1e3 * (time.perf_counter() - t0), pid)
             self._ckpt_pool.submit(ckptfork.wait_checkpoint, pid, r).add_done_callback(done)
