@@ -254,7 +254,10 @@ def main(argv=None) -> int:
         log("interrupted: servers stopped, nothing written")
         return 130
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("PERF_KEEP_TMP"):  # the servers' logs, for a look after the run
+            log(f"kept {tmp} (PERF_KEEP_TMP)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     with open(os.path.join(out, f"harness-{mode}.json"), "w") as f:
         json.dump(rec, f, indent=1, default=float)
     if mode == "soak":
