@@ -269,6 +269,7 @@ class Server:
         t0 = time.perf_counter()
         # a copy, on this thread: consistent (the window is listed by the forked child, from its copy)
         snap = snapshot(self.engine, self._ckpt_arrays, window=not forked)
+        t_snap = time.perf_counter()
         self._ckpt_arrays = snap[1]  # reused by the next one (never while this one is being written)
         loop = asyncio.get_running_loop()
 
@@ -284,8 +285,8 @@ class Server:
                 snap[2]["window"] = list(self.engine.window.items())
                 forked = False
         if forked:
-            log.info("checkpoint at seq %d: snapshot and fork took %.1f ms on the engine thread (child %d)",
-                     snap[0], 1e3 * (time.perf_counter() - t0), pid)
+            log.info("checkpoint at seq %d: snapshot %.1f ms + fork %.1f ms on the engine thread (child %d)",
+                     snap[0], 1e3 * (t_snap - t0), 1e3 * (time.perf_counter() - t_snap), pid)
             self._ckpt_pool.submit(ckptfork.wait_checkpoint, pid, r).add_done_callback(done)
         else:
             self._ckpt_pool.submit(write_checkpoint, self.engine, self.settings, snap, floor).add_done_callback(done)
@@ -421,6 +422,9 @@ class Server:
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
+            # the snapshot's buffers, faulted in now while idle: the first checkpoint under load
+            # otherwise copies into fresh pages (measured 0.5 s against 0.1 s on the engine thread)
+            self._ckpt_arrays, _ = self.engine.book.export_state()
             loop.call_later(self.settings.journal.checkpoint_interval_s, self._checkpoint_due)
         loop.call_later(1.0, self._freeze)
         if self.sink is not None:
