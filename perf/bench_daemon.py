@@ -690,7 +690,10 @@ def main(argv=None) -> int:
         log("interrupted: servers stopped")
         return 130
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("PERF_KEEP_TMP"):  # the servers' logs, for a look after the run
+            log(f"kept {tmp} (PERF_KEEP_TMP)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     if "daemon" in results and "dict" in results:
         hd, hk = results["daemon"]["handles"], results["dict"]["handles"]
