@@ -60,7 +60,7 @@ def make_store(settings: Settings, jid: str):
         return PostgresStore(cfg.postgres_dsn, jid, cfg.partitions_ahead)
     from portfolio_state.persistence.duckstore import DuckDBStore
 
-    return DuckDBStore(cfg.duckdb_path or os.path.join(settings.journal.data_dir, "store.duckdb"), jid)
+    return DuckDBStore(cfg.duckdb_path or os.path.join(settings.journal.data_dir, "store.duckdb"), jid, cfg.duckdb_checkpoint_mb)
 
 
 class WriteBehind:

@@ -28,6 +28,7 @@ class JournalConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 class SinkConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Annotated[Literal["duckdb", "postgres", "none"], doc("Where the write-behind thread copies committed changes: duckdb (an embedded file, no server), postgres (postgres_dsn), none. Needs the journal (journal.data_dir). Default duckdb.")] = "duckdb"
     duckdb_path: Annotated[str, doc("DuckDB file of the duckdb backend; empty = <journal.data_dir>/store.duckdb. Default empty.")] = ""
+    duckdb_checkpoint_mb: Annotated[int, doc("DuckDB backend: WAL size at which DuckDB checkpoints it into the file, MiB (its own default, 16, made checkpoints half of the store's time; larger means a longer WAL replay when the file opens). Default 256.")] = 256
     postgres_dsn: Annotated[str, doc("PostgreSQL connection string of the postgres backend, e.g. postgresql://postgres@127.0.0.1:5432/pstate. Default empty.")] = ""
     redis_url: Annotated[str, doc("Redis cache (spec keys and TTLs), e.g. redis://127.0.0.1:6379/0; empty = no cache. Default empty.")] = ""
     redis_prefix: Annotated[str, doc("Prefix put before every Redis key (e.g. 'desk1:'). Default empty.")] = ""
