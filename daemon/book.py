@@ -112,6 +112,9 @@ class Interner:
         return len(self.ids)
 
 
+#: the slot-list arrays: written only by slot allocation (kernels/slots.py)
+SLOT_LIST_ARRAYS = frozenset(("inst_start", "inst_len", "inst_cap", "inst_pool", "pf_start", "pf_len", "pf_cap", "pf_pool"))
+
 _INTERNERS = ("portfolio_ids", "instrument_ids", "currency_ids", "sector_ids", "country_ids", "asset_class_ids")
 
 
@@ -142,6 +145,8 @@ class Book:
         self.instrument_info: dict[int, dict] = {}
         self.instrument_limits: dict[tuple[int, int], float] = {}
         self.alloc_log: list | None = None
+        self._pools_changed = 0  # bumped whenever the slot lists may change (export_state)
+        self._pools_exported = None
         self.a: BookArrays = self._build(None)
         self.pivot = self.currency(pivot)
         self.a.fx[self.pivot] = 1.0
@@ -184,6 +189,7 @@ class Book:
                     a["inst_limit"] = np.nan
                 a[tuple(slice(0, n) for n in prev.shape)] = prev
             arrays[name] = a
+        self._pools_changed += 1
         if self.arena:
             if old is not None:
                 old.portfolios["version"] = MOVED
@@ -397,6 +403,7 @@ class Book:
             key = (int(portfolios[j]), int(instruments[j]))
             heads[j] = self.heads.setdefault(key, first + j)
         done = 0
+        self._pools_changed += 1
         while done < n:
             done += alloc_slots_nb(self.a, slots[done:], portfolios[done:], instruments[done:], heads[done:],
                                    META_INST_POOL_USED, META_PF_POOL_USED)
@@ -438,14 +445,24 @@ class Book:
         engine can go on while a thread writes it. Runs on the engine thread, so nothing here is a
         Python loop over slots: the (portfolio, instrument) -> head map is rebuilt from the arrays."""
         arrays = {}
+        # the slot lists change only when slots are allocated: when these very buffers received
+        # them at the last export and none was allocated since, they still hold them (a third of
+        # the copy on the engine thread, at a checkpoint)
+        last = self._pools_exported
+        pools_held = (reuse is not None and last is not None and last[0] == self._pools_changed
+                      and reuse.get("inst_pool") is last[1])
         for k, v in self.a._asdict().items():
             # into the previous checkpoint's buffers when they fit: a copy into memory already
             # touched runs at memory speed; fresh pages fault in one by one (2-5x slower here)
             dst = reuse.get(k) if reuse else None
             if dst is None or dst.shape != v.shape or dst.dtype != v.dtype:
                 dst = np.empty_like(v)
+            elif pools_held and k in SLOT_LIST_ARRAYS:
+                arrays[k] = dst
+                continue
             np.copyto(dst, v)
             arrays[k] = dst
+        self._pools_exported = (self._pools_changed, arrays["inst_pool"])
         meta = {
             "capacity": dict(self._cap),
             "pivot": self.currency_ids.ids[self.pivot],
@@ -474,6 +491,7 @@ class Book:
         book.instrument_info = {k: info for k, info in meta["instrument_info"]}
         book.instrument_limits = {(p, k): v for p, k, v in meta["instrument_limits"]}
         book.alloc_log = None
+        book._pools_changed, book._pools_exported = 0, None
         book.a = book._build(None)
         for name, arr in arrays.items():
             getattr(book.a, name)[...] = arr

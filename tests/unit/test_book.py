@@ -199,3 +199,25 @@ def test_capacity_grows_without_losing_anything():
     assert cap["portfolios"] >= 9 and cap["slots"] >= 120 and cap["instruments"] >= 40 and cap["sectors"] >= 7
     assert b.audit() == []
     assert sum(len(q.positions(b, f"P{p}")) for p in range(9)) == len(b.slot_ids)
+
+
+def test_export_into_reused_buffers_skips_unchanged_slot_lists_and_copies_changed_ones():
+    """A checkpoint's copy reuses the last one's buffers; the slot lists are copied again only
+    when a slot was allocated since (else the buffers already hold them)."""
+    from portfolio_state.daemon.book import SLOT_LIST_ARRAYS
+
+    book = make_book()
+    trade(book, "P0", "a", "AAPL", TradeKind.BUY, 10, 190.0)
+    first, _ = book.export_state()
+    marker = first["inst_pool"][-1] = -12345  # a value the book never holds there
+    trade(book, "P0", "a", "AAPL", TradeKind.BUY, 5, 191.0)  # no new slot
+    again, _ = book.export_state(first)
+    assert again["inst_pool"] is first["inst_pool"] and again["inst_pool"][-1] == marker  # not copied
+    assert again["positions"].tobytes() == book.a.positions.tobytes()
+    trade(book, "P1", "b", "MSFT", TradeKind.BUY, 5, 300.0)  # a new slot: the lists change
+    third, _ = book.export_state(again)
+    for k in SLOT_LIST_ARRAYS:
+        assert third[k].tobytes() == getattr(book.a, k).tobytes(), k
+    other, _ = book.export_state({k: v.copy() for k, v in third.items()})  # buffers it did not fill
+    for k in SLOT_LIST_ARRAYS:
+        assert other[k].tobytes() == getattr(book.a, k).tobytes(), k
