@@ -12,6 +12,7 @@ generation and carries on: no restart, no pause longer than one copy.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -450,7 +451,7 @@ class Book:
         # the copy on the engine thread, at a checkpoint)
         last = self._pools_exported
         pools_held = (reuse is not None and last is not None and last[0] == self._pools_changed
-                      and reuse.get("inst_pool") is last[1])
+                      and reuse.get("inst_pool") is last[1]())
         for k, v in self.a._asdict().items():
             # into the previous checkpoint's buffers when they fit: a copy into memory already
             # touched runs at memory speed; fresh pages fault in one by one (2-5x slower here)
@@ -462,7 +463,8 @@ class Book:
                 continue
             np.copyto(dst, v)
             arrays[k] = dst
-        self._pools_exported = (self._pools_changed, arrays["inst_pool"])
+        # a weak reference: the book must not keep a caller's snapshot buffers alive
+        self._pools_exported = (self._pools_changed, weakref.ref(arrays["inst_pool"]))
         meta = {
             "capacity": dict(self._cap),
             "pivot": self.currency_ids.ids[self.pivot],

@@ -20,13 +20,12 @@ HUGE = 2 << 20
 _ALIGN = 64  # each array starts on a cache line
 
 
-def advise_huge(mm: mmap.mmap) -> bool:
-    """Ask for transparent huge pages on mapping mm; False where the platform refuses."""
+def advise_huge(mm: mmap.mmap) -> None:
+    """Ask for transparent huge pages on mapping mm (a no-op where the platform refuses)."""
     try:
         mm.madvise(mmap.MADV_HUGEPAGE)
-        return True
     except (AttributeError, OSError, ValueError):
-        return False
+        pass
 
 
 class HugeArena:
@@ -37,16 +36,15 @@ class HugeArena:
 
     def __init__(self, specs: dict):
         sizes = {k: int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for k, (dt, shape) in specs.items()}
-        total = sum(-(-n // _ALIGN) * _ALIGN for n in sizes.values())
-        self._mm = mmap.mmap(-1, total + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        self.huge = advise_huge(self._mm)
-        raw = np.frombuffer(self._mm, np.uint8)
+        padded = {k: -(-n // _ALIGN) * _ALIGN for k, n in sizes.items()}
+        mm = mmap.mmap(-1, sum(padded.values()) + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        advise_huge(mm)
+        raw = np.frombuffer(mm, np.uint8)  # the arrays keep the mapping alive
         off = -raw.ctypes.data % HUGE
         self.arrays = {}
         for k, (dt, shape) in specs.items():
-            n = sizes[k]
-            self.arrays[k] = raw[off:off + n].view(np.dtype(dt)).reshape(shape)
-            off += -(-n // _ALIGN) * _ALIGN
+            self.arrays[k] = raw[off:off + sizes[k]].view(np.dtype(dt)).reshape(shape)
+            off += padded[k]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]

@@ -1,5 +1,7 @@
 """Book behaviour by example: position statuses, money arithmetic by hand, FX,
 reference-data changes, limits, growth, and the audit invariant after each."""
+import weakref
+
 import numpy as np
 
 from portfolio_state.daemon import queries as q
@@ -221,3 +223,6 @@ def test_export_into_reused_buffers_skips_unchanged_slot_lists_and_copies_change
     other, _ = book.export_state({k: v.copy() for k, v in third.items()})  # buffers it did not fill
     for k in SLOT_LIST_ARRAYS:
         assert other[k].tobytes() == getattr(book.a, k).tobytes(), k
+    held = weakref.ref(other["inst_pool"])
+    del other
+    assert held() is None  # the book remembers the buffers it filled without keeping them alive
