@@ -143,7 +143,8 @@ class Engine:
         """One event per portfolio changed since the last flush: [(topic, body)]."""
         if not self.events_on:
             return []
-        events = self.events.flush(self.settings.engine.max_events_per_flush)
+        e = self.settings.engine
+        events = self.events.flush(e.max_events_per_flush, e.max_positions_per_flush)
         self.counters["events"] += len(events)
         return events
 

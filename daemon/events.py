@@ -33,7 +33,7 @@ from portfolio_state.persistence.changes import change_type as _change_type
 from portfolio_state.transport import messages as m
 
 from .book import Book
-from .marks import DirtySet
+from .marks import PortfolioMarks
 
 
 class EventBuilder:
@@ -42,12 +42,12 @@ class EventBuilder:
         self.reval = revaluation_events
         self.seq = np.zeros(0, np.int64)
         self.last_versions = book.a.portfolios["version"].copy()
-        self.dirty = DirtySet()                   # slots traded since the last flush
+        self.marks = PortfolioMarks()             # per portfolio: slots traded or re-statused since its last event
         self.last_qty = np.zeros(0, np.int64)     # per slot: quantity in the last event
         self.pub_inst = np.zeros(0, np.float64)   # per head slot: INSTRUMENT percentage in the last event
         self.pub = [np.zeros((0, 0))] * 4         # per portfolio x category: last SECTOR..ASSET_CLASS percentages
-        self._status: set[int] = set()            # slots whose status changed
         self._touched: set[int] = set()           # portfolios changed by non-trade commands
+        self._cursor = 0                          # round robin: the next flush starts at this portfolio
         self.backlog = 0                          # changed portfolios left for the next flush
         self._enc = msgspec.msgpack.Encoder()
         self._run = os.urandom(4).hex()
@@ -57,10 +57,10 @@ class EventBuilder:
         """Follow the book's growth (rare): keep the per-slot and per-category arrays its size."""
         a = self.book.a
         n = a.positions.shape[0]
+        self.marks.fit(n, a.portfolios.shape[0])
         if len(self.last_qty) < n:
             grow = lambda x: np.concatenate([x, np.zeros(n - len(x), x.dtype)])  # noqa: E731
             self.last_qty, self.pub_inst = grow(self.last_qty), grow(self.pub_inst)
-            self.dirty.fit(n)
         for i, arr in enumerate((a.exp_sector, a.exp_country, a.exp_currency, a.exp_asset)):
             if self.pub[i].shape != arr.shape:
                 new = np.zeros(arr.shape)
@@ -70,12 +70,14 @@ class EventBuilder:
 
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot, ok) -> None:
-        if len(self.last_qty) < self.book.a.positions.shape[0]:
+        a = self.book.a
+        if len(self.marks.nxt) < a.positions.shape[0] or len(self.marks.head) < a.portfolios.shape[0]:
             self._fit()
-        self.dirty.mark(slot[ok])
+        self.marks.mark(slot[ok], a.positions["portfolio"])
 
     def note_status(self, s: int) -> None:
-        self._status.add(s)
+        self._fit()
+        self.marks.mark(np.array([s], np.int64), self.book.a.positions["portfolio"])
 
     def touch(self, p: int) -> None:
         self._touched.add(p)
@@ -84,10 +86,12 @@ class EventBuilder:
         return int(self.seq[p]) if p < len(self.seq) else 0
 
     # -------------------------------------------------------------- flush
-    def flush(self, max_events: int = 0) -> list[tuple[bytes, bytes]]:
-        """Events for the changed portfolios, at most ``max_events`` of them (0: all). The rest
-        keep their dirty marks for the next flush (``backlog`` says so), so one flush never
-        holds the loop for long."""
+    def flush(self, max_events: int = 0, max_positions: int = 0) -> list[tuple[bytes, bytes]]:
+        """Events for the changed portfolios, taken round robin: at most ``max_events`` of them and,
+        past the first, no more than ``max_positions`` changed positions in all (0: no cap). The
+        rest keep their marks for the next flush (``backlog`` says how many), so one flush never
+        holds the loop for long, every changed portfolio is reported within a bounded number of
+        flushes, and a flush costs what it reports, not what is still waiting."""
         book = self.book
         a = book.a
         self._fit()
@@ -98,26 +102,31 @@ class EventBuilder:
         if len(self.last_versions) < len(versions):
             self.last_versions = np.concatenate([self.last_versions,
                                                  np.full(len(versions) - len(self.last_versions), -2, np.int64)])
-        changed = set(self._touched)
+        changed = self.marks.count[:n_pf] != 0
         if self.reval:
-            changed.update(np.nonzero(versions != self.last_versions[:len(versions)])[0].tolist())
-        dirty_slots = self.dirty.slots()
-        if len(dirty_slots):
-            changed.update(np.unique(a.positions["portfolio"][dirty_slots]).tolist())
-        changed.update(a.positions["portfolio"][s] for s in self._status)
-        ps_all = sorted(p for p in changed if 0 <= p < n_pf)
-        ps_list = ps_all[:max_events] if max_events else ps_all
-        self.backlog = len(ps_all) - len(ps_list)
-        if not ps_list:
+            changed |= versions[:n_pf] != self.last_versions[:n_pf]
+        for p in self._touched:
+            if 0 <= p < n_pf:
+                changed[p] = True
+        ps_all = np.flatnonzero(changed)
+        ps = ps_all
+        if max_events and len(ps) > max_events or max_positions:
+            k = int(np.searchsorted(ps_all, self._cursor))
+            ps = np.concatenate([ps_all[k:], ps_all[:k]])  # from the cursor on, wrapping around
+            if max_events:
+                ps = ps[:max_events]
+            if max_positions:
+                ps = ps[:max(1, int(np.searchsorted(np.cumsum(self.marks.count[ps]), max_positions, "right")))]
+            if len(ps):
+                self._cursor = int(ps[-1]) + 1
+            ps.sort()
+        self.backlog = len(ps_all) - len(ps)
+        if not len(ps):
             return []
-        ps = np.array(ps_list, np.int64)
-        chosen = np.zeros(len(versions), np.bool_)
-        chosen[ps] = True
-        pos_changes, exp_changes = self._diff(chosen, dirty_slots)
+        pos_changes, exp_changes = self._diff(self.marks.take(ps))
         self.last_versions[ps] = versions[ps]
-        self._touched -= set(ps_list)
-        owner = a.positions["portfolio"]
-        self._status = {s for s in self._status if not chosen[owner[s]]}
+        if self._touched:
+            self._touched.difference_update(ps.tolist())
         rows = a.portfolios[ps]
         cash, lmv, smv = rows["cash_base"], rows["long_mv"], rows["short_mv"]
         total = cash + lmv + smv
@@ -142,17 +151,13 @@ class EventBuilder:
         self.count += len(out)
         return out
 
-    def _diff(self, chosen, ds):
-        """{portfolio: [PositionChangePayload]}, {portfolio: [ExposureChangePayload]} for the dirty
-        slots ``ds`` (sorted) of the chosen portfolios."""
+    def _diff(self, ds):
+        """{portfolio: [PositionChangePayload]}, {portfolio: [ExposureChangePayload]} for the marked
+        slots ``ds`` (ascending) of the portfolios being reported."""
         book = self.book
         a = book.a
-        if self._status:
-            ds = np.union1d(ds, np.fromiter(self._status, np.int64))
-        ds = ds[chosen[a.positions["portfolio"][ds]]]
         if not len(ds):
             return {}, {}
-        self.dirty.clear(ds)
         pos = a.positions[ds]
         p = pos["portfolio"].astype(np.int64)
         new_q = pos["qty"]

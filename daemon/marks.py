@@ -1,6 +1,7 @@
-"""A set of slots marked since the last look, readable in time proportional to what was marked.
+"""Sets of slots marked since the last look, readable in time proportional to what was marked.
 
-Owns: ``DirtySet``: a bitmap (is slot s marked?) plus the log of marks as they came, so
+Owns: ``PortfolioMarks``: marked slots listed per portfolio (the event builder takes the
+marks of the portfolios it reports and pays for those only). ``DirtySet``: a bitmap (is slot s marked?) plus the log of marks as they came, so
 that listing the marked slots of a 10-million-slot book after a handful of trades costs
 a handful, not a scan of 10 million flags. When marks outnumber 1/16 of the slots the
 log is dropped and the listing scans the bitmap instead (cheaper by then, and memory
@@ -10,6 +11,8 @@ Runs on: the engine thread (or whichever single thread owns the book). Imports: 
 from __future__ import annotations
 
 import numpy as np
+
+from portfolio_state.kernels.marks import UNMARKED, mark_slots_nb, take_marks_nb
 
 
 class DirtySet:
@@ -58,3 +61,47 @@ class DirtySet:
     def clear_all(self) -> None:
         self.bits[:] = False
         self._log, self._n = [], 0
+
+
+class PortfolioMarks:
+    """Marked slots kept on one list per portfolio (kernels/marks.py): ``mark`` is O(1) per slot,
+    ``take(ps)`` hands over and unmarks the slots of portfolios ``ps`` in time proportional to
+    what they hold, and ``portfolios()`` lists the portfolios with marks in O(portfolios)."""
+    __slots__ = ("nxt", "head", "count")
+
+    def __init__(self, slots: int = 0, portfolios: int = 0):
+        self.nxt = np.full(slots, UNMARKED, np.int64)
+        self.head = np.full(portfolios, -1, np.int64)
+        self.count = np.zeros(portfolios, np.int64)
+
+    def fit(self, slots: int, portfolios: int) -> None:
+        """Cover slots below ``slots`` and portfolios below ``portfolios`` (the book grew)."""
+        if len(self.nxt) < slots:
+            self.nxt = np.concatenate([self.nxt, np.full(max(slots, 2 * len(self.nxt)) - len(self.nxt), UNMARKED, np.int64)])
+        if len(self.head) < portfolios:
+            grow = max(portfolios, 2 * len(self.head)) - len(self.head)
+            self.head = np.concatenate([self.head, np.full(grow, -1, np.int64)])
+            self.count = np.concatenate([self.count, np.zeros(grow, np.int64)])
+
+    def mark(self, slots: np.ndarray, owner: np.ndarray) -> int:
+        """Mark ``slots`` (``owner[s]``: the portfolio of slot s). Returns how many were not marked yet."""
+        if not len(slots):
+            return 0
+        return mark_slots_nb(np.ascontiguousarray(slots, np.int64), owner, self.nxt, self.head, self.count)
+
+    def portfolios(self) -> np.ndarray:
+        """The portfolios with marked slots, ascending."""
+        return np.flatnonzero(self.count)
+
+    def take(self, ps: np.ndarray) -> np.ndarray:
+        """The marked slots of portfolios ``ps``, ascending; they are unmarked."""
+        ps = np.ascontiguousarray(ps, np.int64)
+        out = np.empty(int(self.count[ps].sum()), np.int64)
+        take_marks_nb(ps, self.nxt, self.head, self.count, out)
+        out.sort()
+        return out
+
+    def clear_all(self) -> None:
+        self.nxt[:] = UNMARKED
+        self.head[:] = -1
+        self.count[:] = 0

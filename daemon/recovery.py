@@ -161,7 +161,7 @@ def _open_engine(settings: Settings) -> tuple[Engine, dict]:
     n = engine.replay(read_records(jdir, after_seq=engine.last_seq))
     replay_s = time.perf_counter() - t1
     engine.events.last_versions = engine.book.a.portfolios["version"].copy()
-    engine.events.dirty.clear_all()
+    engine.events.marks.clear_all()
     engine.journal = JournalWriter(jdir, engine.last_seq + 1, settings.journal.segment_bytes,
                                    settings.journal.fault_enospc_after_bytes, settings.journal.fault_fsync_fail_after)
     stats = {"checkpoint_seq": start_seq, "replayed": n, "replay_s": replay_s,

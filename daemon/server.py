@@ -41,6 +41,9 @@ import numpy as np
 import zmq
 from hdrh.histogram import HdrHistogram
 
+from portfolio_state.persistence import syncthread
+from portfolio_state.persistence.journal import JournalError
+
 from . import ckptfork
 from .config import Settings
 from .engine import Engine
@@ -70,7 +73,9 @@ class Server:
         self._held: deque = deque()            # (journal seq required, replies) in arrival order
         self._durable = self.engine.last_seq   # everything replayed at start is on disk
         self._syncing = False
-        self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="pstate-sync")
+        self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="pstate-sync")  # where syncthread is unavailable
+        self._syncer: syncthread.SyncThread | None = None  # started by serve() with fsync=batch
+        self._sync_target = 0
         self._ckpt_pool = ThreadPoolExecutor(1, thread_name_prefix="pstate-ckpt")
         self._quiesce: list = []               # callbacks waiting for "everything applied is durable"
         self._checkpointing = False
@@ -187,9 +192,29 @@ class Server:
         if target <= self._durable:
             return
         self._syncing = True
+        if self._syncer is not None:  # fdatasync off the GIL; _sync_done runs when it lands
+            try:
+                fd = self.journal.begin_sync()
+            except JournalError as e:
+                self._synced(target, e)
+                return
+            self._sync_target = target
+            self._syncer.request(fd)
+            return
         loop = asyncio.get_running_loop()
         fut = self._sync_pool.submit(self.journal.sync)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, target, f.exception()))
+
+    def _sync_done(self) -> None:
+        res = self._syncer.collect()
+        if res is None:
+            return
+        try:
+            self.journal.end_sync(*res)
+            error = None
+        except JournalError as e:
+            error = e
+        self._synced(self._sync_target, error)
 
     def _synced(self, target: int, error) -> None:
         self._syncing = False
@@ -331,8 +356,9 @@ class Server:
         if not self.engine.events_on or self._flush_pending:
             return
         e = self.settings.engine
-        interval = e.event_interval_ms / 1000
-        # keep flushing within the CPU budget: a flush that took c seconds waits c * (1/budget - 1)
+        # keep flushing within the CPU budget: a flush that took c seconds waits c * (1/budget - 1);
+        # with portfolios left over (a capped flush) that is the only wait: they have coalesced already
+        interval = 0.0 if self.engine.events.backlog else e.event_interval_ms / 1000
         delay = max(interval, self._flush_cost * (1.0 / max(e.event_cpu_budget, 1e-3) - 1.0))
         if delay <= 0:
             self._flush_events()
@@ -419,6 +445,9 @@ class Server:
         t = self.settings.transport
         if self.fsync == "off" and self.journal is not None:
             log.warning("journal.fsync=off: acknowledged updates are NOT durable (benchmarks only)")
+        if self.fsync == "batch" and self.journal is not None and syncthread.available():
+            self._syncer = syncthread.SyncThread()
+            loop.add_reader(self._syncer.fileno(), self._sync_done)
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
@@ -487,6 +516,10 @@ class Server:
             self._stopped.set_result(None)
 
     def close(self) -> None:
+        if self._syncer is not None:
+            asyncio.get_running_loop().remove_reader(self._syncer.fileno())
+            self._syncer.close()
+            self._syncer = None
         self._sync_pool.shutdown(wait=True)
         self._ckpt_pool.shutdown(wait=True)
         if self.journal is not None:

@@ -164,6 +164,8 @@ class JournalWriter:
         self._fault_syncs = fault_fsync_fail_after  # fault injection: EIO on this sync (counting from 0)
         self._written = 0
         self._lock = threading.Lock()  # a segment roll must not close the fd a sync is using
+        self._external_sync = False    # begin_sync / end_sync in use: a roll defers closing the old fd
+        self._closing: list[int] = []  # rolled-over fds to close once no sync can be using them
         self._fd = -1
         self._size = 0
         segs = list_segments(directory)
@@ -182,7 +184,10 @@ class JournalWriter:
             old = self._fd
             if old >= 0:
                 os.fdatasync(old)  # the finished segment is durable before the next one is used
-                os.close(old)
+                if self._external_sync:
+                    self._closing.append(old)  # a sync thread may be using it: closed at the next begin_sync
+                else:
+                    os.close(old)
                 self._fd = -1
             self._open(os.path.join(self.directory, segment_name(self.next_seq)))
             fsync_dir(self.directory)
@@ -239,9 +244,32 @@ class JournalWriter:
                     self._fault_syncs -= 1
                 os.fdatasync(self._fd)
         except OSError as e:
-            self.failed = JournalError("JOURNAL_IO", f"fdatasync failed: {e}")
-            log.critical("%s: nothing after the last good sync is durable; stopping", self.failed)
-            raise self.failed from None
+            self._fsync_failed(e)
+
+    def begin_sync(self) -> int:
+        """The fd an outside thread (persistence/syncthread.py) is to fdatasync; call when no such sync
+        is in flight, then ``end_sync`` with its result. Raises JournalError (failed, or the
+        injected fsync failure)."""
+        if self.failed:
+            raise self.failed
+        self._external_sync = True
+        while self._closing:
+            os.close(self._closing.pop())
+        if self._fault_syncs == 0:
+            self._fsync_failed(OSError(errno.EIO, "Input/output error (injected fsync failure)"))
+        if self._fault_syncs > 0:
+            self._fault_syncs -= 1
+        return self._fd
+
+    def end_sync(self, rc: int, err: int) -> None:
+        """The result of the outside fdatasync: rc 0 is durable; anything else fails the writer for good."""
+        if rc != 0:
+            self._fsync_failed(OSError(err, os.strerror(err) if err else f"fdatasync returned {rc}"))
+
+    def _fsync_failed(self, e: OSError) -> None:
+        self.failed = JournalError("JOURNAL_IO", f"fdatasync failed: {e}")
+        log.critical("%s: nothing after the last good sync is durable; stopping", self.failed)
+        raise self.failed from None
 
     def retire_before(self, seq: int) -> int:
         """Delete segments whose records all have sequence < seq (covered by a checkpoint). Returns how many."""
@@ -256,6 +284,8 @@ class JournalWriter:
         return n
 
     def close(self) -> None:
+        while self._closing:
+            os.close(self._closing.pop())
         if self._fd >= 0:
             try:
                 if not self.failed:
