@@ -89,6 +89,7 @@ class Engine:
                          "replays": 0, "events": 0, "ticks": 0, "revalued_positions": 0}
         self.metrics_hook = None  # the server adds latency and rates
         self.health_hook = None   # the server adds the journal's state
+        self.appended_hook = None  # the server starts the group-commit sync as soon as a record is written
 
     # ------------------------------------------------------------------ batch
     def handle(self, frames: list[tuple[list[bytes], bytes]], recv_ns: int, replay: bool = False):
@@ -154,6 +155,8 @@ class Engine:
             return True
         try:
             self.last_seq = self.journal.append(recs)
+            if self.appended_hook is not None:  # the sync runs while the batch is applied and answered
+                self.appended_hook()
             return True
         except JournalError as e:
             self.counters["errors"] += len(items)

@@ -158,12 +158,14 @@ def _open_engine(settings: Settings) -> tuple[Engine, dict]:
                                        pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir))
     start_seq = engine.last_seq
     t1 = time.perf_counter()
-    n = engine.replay(read_records(jdir, after_seq=engine.last_seq))
+    ends: dict[str, int] = {}
+    n = engine.replay(read_records(jdir, after_seq=engine.last_seq, ends=ends))
     replay_s = time.perf_counter() - t1
     engine.events.last_versions = engine.book.a.portfolios["version"].copy()
     engine.events.marks.clear_all()
     engine.journal = JournalWriter(jdir, engine.last_seq + 1, settings.journal.segment_bytes,
-                                   settings.journal.fault_enospc_after_bytes, settings.journal.fault_fsync_fail_after)
+                                   settings.journal.fault_enospc_after_bytes, settings.journal.fault_fsync_fail_after,
+                                   preallocate=settings.journal.preallocate, ends=ends)
     stats = {"checkpoint_seq": start_seq, "replayed": n, "replay_s": replay_s,
              "records_per_s": n / replay_s if replay_s > 0 else 0.0, "last_seq": engine.last_seq}
     log.info("recovered: checkpoint seq %d + %d journal records replayed in %.2fs (%.0f records/s); next seq %d",

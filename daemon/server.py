@@ -195,8 +195,8 @@ class Server:
         if self._syncer is not None:  # fdatasync off the GIL; _sync_done runs when it lands
             try:
                 fd = self.journal.begin_sync()
-            except JournalError as e:
-                self._synced(target, e)
+            except JournalError as e:  # after the current batch is held: its replies then carry the error
+                asyncio.get_running_loop().call_soon(self._synced, target, e)
                 return
             self._sync_target = target
             self._syncer.request(fd)
@@ -448,6 +448,7 @@ class Server:
         if self.fsync == "batch" and self.journal is not None and syncthread.available():
             self._syncer = syncthread.SyncThread()
             loop.add_reader(self._syncer.fileno(), self._sync_done)
+            self.engine.appended_hook = self._start_sync
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:

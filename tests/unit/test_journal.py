@@ -125,3 +125,85 @@ def test_truncated_checkpoint_is_skipped(tmp_path):
     os.truncate(p, 30)
     assert ckpt.load_newest(str(tmp_path)) is None
     assert struct.calcsize("<I") == 4
+
+
+# ------------------------------------------------------------------ preallocated (zero-filled) segments
+def _payloads(w, first, n, size=40):
+    out = []
+    for i in range(first, first + n):
+        p = f"r{i:05d}".encode() * (size // 6 + 1)
+        w.append([(i, COMMAND, p)])
+        out.append(p)
+    return out
+
+
+def test_preallocated_segments_are_zero_filled_and_read_back_whole(tmp_path):
+    d = str(tmp_path)
+    (tmp_path / "next-segment.zero.tmp").write_bytes(b"\0" * 10)  # a fill cut short by a crash
+    w = JournalWriter(d, 1, segment_bytes=8192, preallocate=True)
+    assert not (tmp_path / "next-segment.zero.tmp").exists()
+    (first,) = [p for _, p in list_segments(d)]
+    assert os.path.getsize(first) == 8192 and pathlib.Path(first).read_bytes() == bytes(8192)
+    want = _payloads(w, 1, 60)  # ~3.5 KiB: under half, no spare yet
+    w.sync()
+    assert not (tmp_path / "next-segment.zero").exists()
+    want += _payloads(w, 61, 20)  # past half: the spare fills, on a thread
+    w._preparer.join()
+    assert os.path.getsize(tmp_path / "next-segment.zero") == 8192
+    want += _payloads(w, 81, 130)  # past the end: the spare becomes the next segment
+    w.sync()
+    w.close()
+    segs = [p for _, p in list_segments(d)]
+    assert len(segs) >= 2 and all(os.path.getsize(p) >= 8192 for p in segs[:2])  # later ones: if their spare was ready
+    assert [r.payload for r in read_records(d)] == want
+    assert [r.seq for r in read_records(d)] == list(range(1, 211))
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_a_restarted_writer_goes_on_where_the_records_end_not_where_the_file_does(tmp_path, told):
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=1 << 16, preallocate=True)
+    want = _payloads(w, 1, 10)
+    w.sync()
+    w.close()
+    ends = {}
+    assert [r.payload for r in read_records(d, ends=ends)] == want
+    (seg,) = ends
+    assert 0 < ends[seg] < os.path.getsize(seg) == 1 << 16
+    w = JournalWriter(d, 11, segment_bytes=1 << 16, preallocate=True, ends=ends if told else None)
+    want += _payloads(w, 11, 5)
+    w.sync()
+    w.close()
+    assert [r.payload for r in read_records(d)] == want and len(list_segments(d)) == 1
+
+
+def test_a_torn_record_before_the_zeros_is_cut_and_damage_before_a_valid_record_is_not(tmp_path, caplog):
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=1 << 16, preallocate=True)
+    want = _payloads(w, 1, 5)
+    w.close()
+    ends = {}
+    list(read_records(d, ends=ends))
+    (seg,) = ends
+    with open(seg, "r+b") as f:  # half a record after the last whole one, then the zeros
+        f.seek(ends[seg])
+        f.write(b"\x07" * 20)
+    with caplog.at_level(logging.WARNING):
+        assert [r.payload for r in read_records(d)] == want
+    assert "torn final record" in caplog.text and os.path.getsize(seg) == ends[seg]
+    with open(seg, "r+b") as f:  # a flipped bit in record 2 of 5: never skipped
+        f.seek(HEADER_SIZE + len(want[0]) + HEADER_SIZE + 3)
+        f.write(b"\xff")
+    with pytest.raises(JournalError, match=r"offset \d+: record fails its CRC32C check \(a valid record follows"):
+        list(read_records(d))
+
+
+def test_a_full_disk_mid_write_in_a_preallocated_segment_leaves_whole_records(tmp_path):
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=1 << 16, preallocate=True, fault_enospc_after=250)
+    want = _payloads(w, 1, 3)  # 3 x 71 bytes; the 4th is cut at 250
+    with pytest.raises(JournalError) as e:
+        _payloads(w, 4, 1)
+    assert e.value.code == "DISK_FULL"
+    w.close()
+    assert [r.payload for r in read_records(d)] == want
