@@ -119,8 +119,8 @@ class WriteBehind:
                 continue
         self.thread.join(max(0.0, deadline - time.time()))
         if self.thread.is_alive():
-            self._stopping.set()
-            self.thread.join(2.0)
+            self._stopping.set()  # stop after the transaction in flight
+            self.thread.join(10.0)
             return False
         return True
 

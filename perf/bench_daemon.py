@@ -380,7 +380,9 @@ def run_server(name: str, argv: list[str], endpoint: str, tmp: str, args, book: 
         if session is not None:
             session.close()
         ctx.term()
-        out["exit"] = server.stop()
+        # a daemon's clean stop waits for its write-behind to drain (sink.drain_timeout_s, 30 s) and
+        # writes a checkpoint: give it that long before calling it a failure
+        out["exit"] = server.stop(timeout=90.0)
         out["log_tail"] = server.output()[-2000:]
     return out
 

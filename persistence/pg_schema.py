@@ -170,6 +170,9 @@ MIGRATIONS = [
     (2, "service tables (reference data, limits, cash, watermark)", lambda ts: SERVICE_TABLES),
     (3, "query side (time series)", query_side),
     (4, "market data for takeover (last prices, FX rates)", lambda ts: MARKET_TABLES),
+    # a position row is rewritten on every change: room on its page lets PostgreSQL update it in
+    # place (HOT, no index entries) instead of moving it (measured with MERGE: +21% sink rows/s)
+    (5, "positions fillfactor 70 (in-place updates)", lambda ts: ["ALTER TABLE positions SET (fillfactor = 70)"]),
 ]
 
 

@@ -81,3 +81,33 @@ def test_staged_conversions_are_exact(pg_dsn):
             assert r[2] == want
 
     asyncio.run(go())
+
+
+def test_upserts_by_merge_and_by_on_conflict_leave_the_same_rows(pg_dsn):
+    """PostgreSQL 15+ upserts by MERGE; older servers by INSERT .. ON CONFLICT: both ways, new keys
+    are inserted and known keys updated to exactly the staged values."""
+    from perf.bench_sink import synthetic
+    from portfolio_state.persistence.changes import tables
+    from portfolio_state.persistence.pgstore import PostgresStore
+
+    async def go():
+        out = {}
+        for merge in (True, False):
+            s = PostgresStore(pg_dsn, f"upsert-{merge}")
+            await s.open()
+            await s.conn.execute("TRUNCATE positions")
+            s.merge = merge
+            rng = np.random.default_rng(5)
+            await s.write(tables([synthetic(0, 1, rng, np.arange(50))]), 1)  # all new: inserts
+            again = synthetic(0, 2, rng, np.arange(30, 60))  # 30..49 known: updates; 50..59 new
+            await s.write(tables([again]), 2)
+            rows = await s.conn.fetch("SELECT position_id, portfolio_id, instrument_id, quantity, market_value, "
+                                      "status FROM positions ORDER BY position_id")
+            out[merge] = [tuple(r) for r in rows]
+            want = dict(zip(again.positions.position_id.tolist(), again.positions.qty.tolist()))
+            got = {r[0]: r[3] for r in out[merge]}
+            assert len(got) == 60 and all(got[k] == Decimal(q).scaleb(-6) for k, q in want.items())
+            await s.close()
+        assert out[True] == out[False]
+
+    asyncio.run(go())
