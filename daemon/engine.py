@@ -155,15 +155,15 @@ class Engine:
             return True
         try:
             self.last_seq = self.journal.append(recs)
-            if self.appended_hook is not None:  # the sync runs while the batch is applied and answered
-                self.appended_hook()
-            return True
         except JournalError as e:
             self.counters["errors"] += len(items)
             for it in items:
                 it.reply = _err(e.code, getattr(it.cmd, "key", None), str(e))
                 it.digest = None  # not applied: a retry may succeed after recovery
             return False
+        if self.appended_hook is not None:  # the sync runs while the batch is applied and answered;
+            self.appended_hook()            # it never raises (a failure reaches the replies as JOURNAL_IO)
+        return True
 
     def replay(self, records) -> int:
         """Apply journal records in order (recovery and as-of). Returns how many."""

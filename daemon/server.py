@@ -195,11 +195,13 @@ class Server:
         if self._syncer is not None:  # fdatasync off the GIL; _sync_done runs when it lands
             try:
                 fd = self.journal.begin_sync()
-            except JournalError as e:  # after the current batch is held: its replies then carry the error
-                asyncio.get_running_loop().call_soon(self._synced, target, e)
-                return
-            self._sync_target = target
-            self._syncer.request(fd)
+                self._sync_target = target
+                self._syncer.request(fd)
+            except Exception as e:  # after the current batch is held: its replies then carry the error
+                err = e if isinstance(e, JournalError) else JournalError("JOURNAL_IO", f"starting a sync failed: {e!r}")
+                if self.journal.failed is None:
+                    self.journal.failed = err  # never believe a later sync
+                asyncio.get_running_loop().call_soon(self._synced, target, err)
             return
         loop = asyncio.get_running_loop()
         fut = self._sync_pool.submit(self.journal.sync)
@@ -360,11 +362,11 @@ class Server:
         # with portfolios left over (a capped flush) that is the only wait: they have coalesced already
         interval = 0.0 if self.engine.events.backlog else e.event_interval_ms / 1000
         delay = max(interval, self._flush_cost * (1.0 / max(e.event_cpu_budget, 1e-3) - 1.0))
-        if delay <= 0:
+        if delay <= 0 and not self.engine.events.backlog:
             self._flush_events()
-        else:
+        else:  # (a backlog comes back through the loop, so replies and input interleave with it)
             self._flush_pending = True
-            asyncio.get_running_loop().call_later(delay, self._flush_events)
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self._flush_events)
 
     def _flush_events(self) -> None:
         if not self._is_durable():

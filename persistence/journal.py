@@ -34,6 +34,7 @@ log = logging.getLogger("pstate.journal")
 HEADER = struct.Struct("<IQqBII")
 HEADER_SIZE = HEADER.size  # 29 bytes
 _HEAD = struct.Struct("<IQqBI")
+_ZERO_HEADER = bytes(HEADER_SIZE)
 
 #: record kinds
 COMMAND = 0      # a client command body (msgpack or JSON), as received
@@ -135,7 +136,17 @@ def read_records(directory: str, after_seq: int = 0, repair: bool = True,
                         ends[path] = off
                     break
                 later = _valid_record_after(data, off, used)
-                if later >= 0 or not last_segment:
+                if later >= 0 and last_segment and (not repair or data[off:off + HEADER_SIZE] == _ZERO_HEADER):
+                    # Overwriting a zero-filled segment does not keep a crash's tail a clean prefix: the
+                    # OS may have written a later page of an unsynced batch and not the one holding this
+                    # record's header (never written: all zeros). A completed sync leaves no such hole,
+                    # so what follows was never acknowledged. A reader beside the live writer (no repair)
+                    # can also overtake the writer mid-write. Either way: the end of the records.
+                    log.warning("journal %s: record at offset %d %s; %d bytes after it, valid-looking records "
+                                "from offset %d, are an unsynced tail", path, off,
+                                "not written yet (a reader beside the writer)" if not repair else "never written "
+                                "(a crash lost its page)", used - off, later)
+                elif later >= 0 or not last_segment:
                     raise JournalError("CORRUPT", f"{path} offset {off}: record fails its CRC32C check"
                                        + (f" (a valid record follows at offset {later})" if later >= 0 else ""))
                 _torn(path, off, used, repair)
@@ -276,7 +287,10 @@ class JournalWriter:
         if not records:
             return self.next_seq - 1
         if self._fd < 0 or self._size >= self.segment_bytes:
-            self._roll()
+            try:
+                self._roll()
+            except OSError as e:  # the old segment's last sync, or the new one's creation, failed
+                self._fsync_failed(e)
         elif self.preallocate and self._size >= self.segment_bytes // 2 and not self._half:
             self._half = True
             self._prepare_next()
@@ -311,6 +325,8 @@ class JournalWriter:
         try:
             if self._zeroed > self._size:
                 os.pwrite(self._fd, bytes(min(self._zeroed - self._size, length)), self._size)
+                if self._size + length > self._zeroed:  # the write ran past the zero-filled end
+                    os.ftruncate(self._fd, self._zeroed)
             else:
                 os.ftruncate(self._fd, self._size)
         except OSError:

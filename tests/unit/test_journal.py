@@ -1,4 +1,5 @@
 """The journal and checkpoints on their own: torn tails, bit flips, full disks, failed syncs."""
+import errno
 import logging
 import os
 import pathlib
@@ -207,3 +208,78 @@ def test_a_full_disk_mid_write_in_a_preallocated_segment_leaves_whole_records(tm
     assert e.value.code == "DISK_FULL"
     w.close()
     assert [r.payload for r in read_records(d)] == want
+
+
+def test_a_crash_hole_in_the_unsynced_tail_of_a_zero_filled_segment_ends_the_records(tmp_path, caplog):
+    """Overwriting a zero-filled file, a power loss can keep a later page of an unsynced batch and
+    lose the page holding a record's header. A completed sync leaves no hole, so the records after
+    such a never-written header were never acknowledged: recovery ends there. In a segment that is
+    not the last (synced whole at its roll) the same hole is damage."""
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=1 << 16, preallocate=True)
+    w.append([(1, COMMAND, b"a" * 100)])
+    w.sync()
+    synced_end = w._size
+    w.append([(2, COMMAND, b"b" * 5000), (3, COMMAND, b"c" * 100)])  # never synced
+    w.close()
+    (seg,) = [p for _, p in list_segments(d)]
+    with open(seg, "r+b") as f:  # the page holding record 2's header was lost, record 3's page kept
+        f.seek(synced_end)
+        f.write(bytes(4096))
+    with caplog.at_level(logging.WARNING):
+        assert [r.seq for r in read_records(d, repair=False)] == [1]  # a reader beside a writer: no change
+        assert os.path.getsize(seg) == 1 << 16
+        assert [r.seq for r in read_records(d)] == [1]
+    assert "never written (a crash lost its page)" in caplog.text
+    assert os.path.getsize(seg) == synced_end  # cut there, as a torn tail is
+    w = JournalWriter(d, 2, segment_bytes=1 << 16, preallocate=True)
+    w.append([(4, COMMAND, b"d")])
+    w.close()
+    assert [r.payload for r in read_records(d)] == [b"a" * 100, b"d"]
+
+
+def test_the_same_hole_in_a_segment_before_the_last_is_damage(tmp_path):
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=6000, preallocate=True)
+    w.append([(1, COMMAND, b"a" * 100)])
+    w.append([(2, COMMAND, b"b" * 6000), (3, COMMAND, b"c" * 100)])  # past segment_bytes
+    w.append([(4, COMMAND, b"d")])  # rolls: the first segment is synced whole
+    w.sync()
+    w.close()
+    first = list_segments(d)[0][1]
+    with open(first, "r+b") as f:
+        f.seek(HEADER_SIZE + 100)
+        f.write(bytes(4096))
+    assert len(list_segments(d)) == 2
+    with pytest.raises(JournalError, match="CORRUPT"):
+        list(read_records(d))
+
+
+def test_a_full_disk_past_the_zero_filled_end_cuts_the_file_back_to_it(tmp_path):
+    d = str(tmp_path)
+    w = JournalWriter(d, 1, segment_bytes=4096, preallocate=True, fault_enospc_after=4096 + 100)
+    want = [w.append([(i, COMMAND, bytes([65 + i]) * 971)]) and bytes([65 + i]) * 971 for i in range(4)]  # 4 x 1000 B
+    with pytest.raises(JournalError, match="DISK_FULL"):
+        w.append([(9, COMMAND, b"z" * 500)])  # from 4000: 96 bytes in the zeros, then past the end
+    (seg,) = [p for _, p in list_segments(d)]
+    assert os.path.getsize(seg) == 4096
+    w.close()
+    assert [r.payload for r in read_records(d)] == want
+
+
+def test_a_failed_sync_at_a_segment_roll_fails_the_writer(tmp_path, monkeypatch):
+    from portfolio_state.persistence import journal
+
+    w = JournalWriter(str(tmp_path), 1, segment_bytes=100)
+    w.append([(1, COMMAND, b"a" * 200)])
+
+    def eio(fd):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(journal.os, "fdatasync", eio)
+    with pytest.raises(JournalError) as e:
+        w.append([(2, COMMAND, b"b")])  # rolls: the finished segment's sync fails
+    assert e.value.code == "JOURNAL_IO" and w.failed
+    monkeypatch.undo()
+    with pytest.raises(JournalError):
+        w.sync()
+    w.close()
