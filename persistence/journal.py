@@ -204,9 +204,8 @@ class JournalWriter:
         self._zeroed = 0               # the current segment is zero-filled (allocated) up to here
         self._spare = os.path.join(directory, SPARE)
         self._preparer: threading.Thread | None = None
-        for leftover in (self._spare + ".tmp",):  # a fill cut short by a crash
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._spare + ".tmp")  # a fill cut short by a crash
         segs = list_segments(directory)
         if segs:
             self._open(segs[-1][1], (ends or {}).get(segs[-1][1]))  # ends: from the reader that just replayed it
