@@ -44,3 +44,50 @@ def test_a_fork_that_fails_leaves_no_open_pipe(monkeypatch):
     with pytest.raises(OSError):
         ckptfork.fork_checkpoint(lambda *a: None, _engine({}), None, (1, {}, {}), None)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_child_dies_with_its_parent(tmp_path):
+    """kill -9 of the daemon is a crash mid-checkpoint: the writer child must not outlive it
+    (PR_SET_PDEATHSIG), or it could finish a checkpoint of a process that no longer exists."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not ckptfork.available():
+        pytest.skip("no fork here")
+    pidfile = tmp_path / "child.pid"
+    script = f"""
+import time, types
+from portfolio_state.daemon import ckptfork
+def write(engine, settings, snap, floor):
+    open({str(pidfile)!r}, "w").write(str(__import__("os").getpid()))
+    time.sleep(60)
+ckptfork.fork_checkpoint(write, types.SimpleNamespace(window={{}}), None, (1, {{}}, {{}}), None)
+time.sleep(60)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 20
+        while not (pidfile.exists() and pidfile.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        os.kill(child, 0)  # alive while its parent is
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as f:  # a zombie waiting for its reaper counts as dead
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the checkpoint child outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
