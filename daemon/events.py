@@ -110,7 +110,7 @@ class EventBuilder:
                 changed[p] = True
         ps_all = np.flatnonzero(changed)
         ps = ps_all
-        if max_events and len(ps) > max_events or max_positions:
+        if (max_events and len(ps) > max_events) or max_positions:
             k = int(np.searchsorted(ps_all, self._cursor))
             ps = np.concatenate([ps_all[k:], ps_all[:k]])  # from the cursor on, wrapping around
             if max_events:

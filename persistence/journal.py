@@ -3,8 +3,9 @@
 Owns: ``JournalWriter`` (append, group-commit sync, segment roll, retirement),
 ``read_records`` (verify and iterate; a torn tail is truncated, any other
 damage stops with the file and offset), record kinds and ``JournalError``.
-Runs on: the engine thread (append) and the sync thread (``sync``: fdatasync
-only). Imports: stdlib, crc32c.
+Runs on: the engine thread (append, ``begin_sync`` / ``end_sync`` around an outside
+fdatasync), a sync thread (``sync``: fdatasync only) and, with ``preallocate``, a thread
+that zero-fills the next segment. Imports: stdlib, crc32c.
 
 Record (little-endian):
     u32 length | u64 seq | i64 recv_ns | u8 kind | u32 payload_crc | u32 header_crc | payload
@@ -112,9 +113,9 @@ def read_records(directory: str, after_seq: int = 0, repair: bool = True,
 
     A segment's records end at its end of file or where only zeros are left (a
     preallocated segment). A record cut short at the very end of the last segment
-    (a crash mid-write) is truncated away and logged when ``repair``; a bad CRC, a length that runs past the end of a
-    segment that is not the last, or a sequence break raises JournalError naming
-    the file and offset: never skipped silently. ``ends``, when given, receives
+    (a crash mid-write) is truncated away and logged when ``repair``; a bad CRC, a
+    length that runs past the end of a segment that is not the last, or a sequence
+    break raises JournalError naming the file and offset: never skipped silently. ``ends``, when given, receives
     {segment path: offset where its records end} for the segments read.
     """
     segments = list_segments(directory)
@@ -239,7 +240,7 @@ class JournalWriter:
             path = os.path.join(self.directory, segment_name(self.next_seq))
             existed = os.path.exists(path)  # only an empty one can be (a crash right after a roll)
             if self.preallocate and not existed:
-                if self._preparer is None or not self._preparer.is_alive():
+                if not self._filling():
                     if not os.path.exists(self._spare):
                         self._fill_spare()  # the first segment, or the background fill failed: now
                     if os.path.exists(self._spare):
@@ -271,10 +272,12 @@ class JournalWriter:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
+    def _filling(self) -> bool:
+        return self._preparer is not None and self._preparer.is_alive()
+
     def _prepare_next(self) -> None:
         """Past half of the current segment: fill the next one on a background thread."""
-        busy = self._preparer is not None and self._preparer.is_alive()
-        if self.preallocate and not busy and not os.path.exists(self._spare):
+        if self.preallocate and not self._filling() and not os.path.exists(self._spare):
             self._preparer = threading.Thread(target=self._fill_spare, args=(True,), name="pstate-journal-fill",
                                               daemon=True)
             self._preparer.start()
@@ -337,10 +340,7 @@ class JournalWriter:
             raise self.failed
         try:
             with self._lock:
-                if self._fault_syncs == 0:
-                    raise OSError(errno.EIO, "Input/output error (injected fsync failure)")
-                if self._fault_syncs > 0:
-                    self._fault_syncs -= 1
+                self._inject_fsync_fault()
                 os.fdatasync(self._fd)
         except OSError as e:
             self._fsync_failed(e)
@@ -354,11 +354,18 @@ class JournalWriter:
         self._external_sync = True
         while self._closing:
             os.close(self._closing.pop())
+        try:
+            self._inject_fsync_fault()
+        except OSError as e:
+            self._fsync_failed(e)
+        return self._fd
+
+    def _inject_fsync_fault(self) -> None:
+        """Fault injection: the sync numbered ``fault_fsync_fail_after`` (from 0) fails with EIO."""
         if self._fault_syncs == 0:
-            self._fsync_failed(OSError(errno.EIO, "Input/output error (injected fsync failure)"))
+            raise OSError(errno.EIO, "Input/output error (injected fsync failure)")
         if self._fault_syncs > 0:
             self._fault_syncs -= 1
-        return self._fd
 
     def end_sync(self, rc: int, err: int) -> None:
         """The result of the outside fdatasync: rc 0 is durable; anything else fails the writer for good."""

@@ -162,7 +162,7 @@ class PostgresStore:
                     continue
                 await c.copy_to_table(f"stage_{table}", source=io.BytesIO(copy_data(table, cols)), columns=names,
                                       format="binary")
-                select = ", ".join(_convert(n_, k) for n_, k in COLUMNS[table])
+                select = ", ".join(f"{_convert(n_, k)} AS {n_}" for n_, k in COLUMNS[table])
                 insert = f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM stage_{table}"
                 if table not in KEYS:
                     await c.execute(insert)
@@ -173,10 +173,9 @@ class PostgresStore:
                     continue
                 stamp = "updated_at = now()" if table != "positions" else "last_updated = {}.last_updated"
                 if self.merge:  # the staged rows joined to the table: 8% faster than ON CONFLICT's probes
-                    src = ", ".join(f"{_convert(n_, k)} AS {n_}" for n_, k in COLUMNS[table])
                     on = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
                     sets = [f"{n_} = s.{n_}" for n_ in names if n_ not in KEYS[table]] + [stamp.format("s")]
-                    await c.execute(f"MERGE INTO {table} t USING (SELECT {src} FROM stage_{table}) s ON {on} "
+                    await c.execute(f"MERGE INTO {table} t USING (SELECT {select} FROM stage_{table}) s ON {on} "
                                     f"WHEN MATCHED THEN UPDATE SET {', '.join(dict.fromkeys(sets))} "
                                     f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
                                     f"VALUES ({', '.join('s.' + n_ for n_ in names)})")
