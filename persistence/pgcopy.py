@@ -1,9 +1,11 @@
 """PostgreSQL binary COPY from NumPy columns, encoded by one Numba loop that releases the GIL.
 
 Owns: ``encode(columns) -> bytes``: rows in PostgreSQL's binary COPY format
-(``COPY .. FROM STDIN (FORMAT binary)``) for columns of three kinds: ``int8``
-(int64), ``float8`` (float64; NaN is written as NULL) and ``text`` (str; None is
-NULL). Nothing per value runs in Python: strings are joined and encoded once,
+(``COPY .. FROM STDIN (FORMAT binary)``) for columns of four kinds: ``int8``
+(int64), ``float8`` (float64; NaN is written as NULL), ``text`` (str; None is
+NULL) and ``timestamp`` (int64 ns since the Unix epoch, 0 written as NULL; sent as
+PostgreSQL's int64 microseconds since 2000-01-01, the ns cut toward zero to whole
+microseconds, exactly as ``timestamp '1970-01-01' + (ns / 1000) * interval '1 microsecond'``). Nothing per value runs in Python: strings are joined and encoded once,
 fixed-width values are copied as 64-bit words, and the byte layout is written by a
 ``nogil`` kernel, so the write-behind thread encodes while the engine thread runs.
 Money, quantities and timestamps travel as int64 (cents, micro-units, ns) and
@@ -23,7 +25,9 @@ from portfolio_state.kernels.jit import kernel
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
-INT8, FLOAT8, TEXT = 0, 1, 2
+INT8, FLOAT8, TEXT, TIMESTAMP = 0, 1, 2, 3
+#: microseconds from the Unix epoch to PostgreSQL's (2000-01-01), the origin of a binary timestamp
+PG_EPOCH_US = 946_684_800_000_000
 
 
 @kernel(nogil=True)
@@ -86,7 +90,7 @@ def _text(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def encode(columns: list[tuple[int, object]], header: bool = True) -> bytes:
-    """columns: [(INT8 | FLOAT8 | TEXT, values)], all of one length. The whole COPY stream
+    """columns: [(INT8 | FLOAT8 | TEXT | TIMESTAMP, values)], all of one length. The whole COPY stream
     (signature, rows, trailer) when ``header``."""
     n = len(columns[0][1]) if columns else 0
     kinds = np.array([k for k, _ in columns], np.int8)
@@ -98,8 +102,13 @@ def encode(columns: list[tuple[int, object]], header: bool = True) -> bytes:
             slot[c] = len(texts)
             texts.append((data, offs))
         else:
-            arr = np.asarray(values, np.float64 if kind == FLOAT8 else np.int64)
-            null = np.isnan(arr) if kind == FLOAT8 else np.zeros(n, np.bool_)
+            if kind == TIMESTAMP:
+                ns = np.asarray(values, np.int64)
+                null = ns == 0
+                arr = np.where(ns >= 0, ns // 1000, -(-ns // 1000)) - PG_EPOCH_US
+            else:
+                arr = np.asarray(values, np.float64 if kind == FLOAT8 else np.int64)
+                null = np.isnan(arr) if kind == FLOAT8 else np.zeros(n, np.bool_)
             slot[c] = len(fixed_cols)
             fixed_cols.append(arr)
         null_cols.append(null)

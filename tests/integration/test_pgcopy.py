@@ -1,6 +1,7 @@
 """The binary COPY encoder (persistence/pgcopy.py) against a real PostgreSQL: every value it
-encodes comes back equal, NULLs included, and the staged-and-converted write path turns int64
-cents, micro-units and nanoseconds into exactly the numeric and timestamp values they stand for."""
+encodes comes back equal, NULLs included, the staged-and-converted write path turns int64
+cents, micro-units and nanoseconds into exactly the numeric and timestamp values they stand for,
+and a timestamp sent straight (the appended time-series tables) equals the staged one."""
 import asyncio
 import datetime as dt
 import io
@@ -79,6 +80,39 @@ def test_staged_conversions_are_exact(pg_dsn):
             assert r[1] == Decimal(mm).scaleb(-6)
             want = None if tt == 0 else dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=tt // 1000)
             assert r[2] == want
+
+    asyncio.run(go())
+
+
+def test_direct_timestamps_equal_the_staged_conversion(pg_dsn):
+    """A TIMESTAMP column (straight into a TIMESTAMP column, as the appended time-series tables
+    are written) holds exactly what the staged BIGINT and its SQL conversion give: whole
+    microseconds cut toward zero, before 1970 and after 2000 alike, and 0 as NULL."""
+    import asyncpg
+
+    ts = np.array([0, 1, 999, 1_000, -1, -999, -1_000, -1_500, 1_795_000_000_123_456_789, 946_684_800_000_000_000,
+                   946_684_799_999_999_999, -2_208_988_800_000_000_001, 86_400_000_000_000,
+                   1_700_000_000_000_000_000], np.int64)
+
+    async def go():
+        c = await asyncpg.connect(pg_dsn)
+        try:
+            await c.execute("CREATE TEMP TABLE d (i TEXT, t TIMESTAMP)")
+            await c.execute("CREATE TEMP TABLE s (i TEXT, t BIGINT)")
+            idx = np.arange(len(ts))
+            for table, kind in (("d", pgcopy.TIMESTAMP), ("s", pgcopy.INT8)):
+                data = pgcopy.encode([(pgcopy.TEXT, [str(i) for i in idx]), (kind, ts)])
+                await c.copy_to_table(table, source=io.BytesIO(data), columns=["i", "t"], format="binary")
+            direct = await c.fetch("SELECT i::int, t FROM d ORDER BY i::int")
+            staged = await c.fetch(f"SELECT i::int, {_convert('t', 'ts')} FROM s ORDER BY i::int")
+        finally:
+            await c.close()
+        assert [tuple(r) for r in direct] == [tuple(r) for r in staged]
+        assert direct[0][1] is None and all(r[1] is not None for r in direct[1:])
+        for r, t in zip(direct, ts.tolist()):
+            if t:
+                us = abs(t) // 1000 * (1 if t >= 0 else -1)
+                assert r[1] == dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)
 
     asyncio.run(go())
 
