@@ -461,7 +461,9 @@ class Book:
             elif pools_held and k in SLOT_LIST_ARRAYS:
                 arrays[k] = dst
                 continue
-            np.copyto(dst, v)
+            # as bytes: a structured copy goes field by field and leaves junk in the padding
+            # between fields, so a checkpoint's bytes would differ from the book's
+            np.copyto(dst.view(np.uint8), v.view(np.uint8))
             arrays[k] = dst
         # a weak reference: the book must not keep a caller's snapshot buffers alive
         self._pools_exported = (self._pools_changed, weakref.ref(arrays["inst_pool"]))

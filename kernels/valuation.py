@@ -1,7 +1,8 @@
 """Valuation: how a position's market value and a portfolio's cash reach the aggregates.
 
 Owns: ``mark_nb`` (a position's market value) and the two propagators every
-kernel goes through, ``apply_mv_change_nb`` and ``apply_cash_change_nb``, plus the
+kernel goes through, ``apply_mv_change_nb`` (``move_mv_nb`` when the caller already
+holds the instrument's rates and categories) and ``apply_cash_change_nb``, plus the
 read-side formulas (``total_value_nb``). One place per formula, so the trade,
 price, FX and reference-data paths cannot disagree.
 Runs on: the engine thread. Imports: numpy, numba, kernels.
@@ -71,13 +72,21 @@ def apply_mv_change_nb(b, slot, new_mv):
     head slot, and the sector, country, currency and asset-class rows. O(1).
     The caller holds the portfolio's seqlock.
     """
+    ins = b.instruments[b.positions[slot].instrument]
+    move_mv_nb(b, slot, new_mv, ins.long_init, ins.short_init, ins.long_maint, ins.short_maint,
+               ins.sector, ins.country, ins.currency, ins.asset_class)
+
+
+@inline
+def move_mv_nb(b, slot, new_mv, long_init, short_init, long_maint, short_maint, sector, country, currency, asset):
+    """``apply_mv_change_nb`` with the position's instrument's margin rates and categories given
+    (a price tick's walk reads them once for all the instrument's holders)."""
     pos = b.positions[slot]
     old_mv = pos.mv
     if old_mv == new_mv:
         return
     p = pos.portfolio
     pf = b.portfolios[p]
-    ins = b.instruments[pos.instrument]
     if old_mv > 0:
         pf.long_mv -= old_mv
     else:
@@ -87,18 +96,14 @@ def apply_mv_change_nb(b, slot, new_mv):
     else:
         pf.short_mv += new_mv
     if (pf.flags & PF_LONG_ONLY) == 0:
-        pf.init_margin += margin_nb(new_mv, ins.long_init, ins.short_init) - margin_nb(
-            old_mv, ins.long_init, ins.short_init
-        )
-        pf.maint_margin += margin_nb(new_mv, ins.long_maint, ins.short_maint) - margin_nb(
-            old_mv, ins.long_maint, ins.short_maint
-        )
+        pf.init_margin += margin_nb(new_mv, long_init, short_init) - margin_nb(old_mv, long_init, short_init)
+        pf.maint_margin += margin_nb(new_mv, long_maint, short_maint) - margin_nb(old_mv, long_maint, short_maint)
     d = new_mv - old_mv
     b.positions[pos.head].inst_exp += d
-    b.exp_sector[p, ins.sector] += d
-    b.exp_country[p, ins.country] += d
-    b.exp_currency[p, ins.currency] += d
-    b.exp_asset[p, ins.asset_class] += d
+    b.exp_sector[p, sector] += d
+    b.exp_country[p, country] += d
+    b.exp_currency[p, currency] += d
+    b.exp_asset[p, asset] += d
     pos.mv = new_mv
 
 
