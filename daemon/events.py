@@ -48,6 +48,7 @@ class EventBuilder:
         self.pub = [np.zeros((0, 0))] * 4         # per portfolio x category: last SECTOR..ASSET_CLASS percentages
         self._touched: set[int] = set()           # portfolios changed by non-trade commands
         self._cursor = 0                          # round robin: the next flush starts at this portfolio
+        self._total = np.zeros(0)                 # per portfolio: total_value at this flush (those reported)
         self.backlog = 0                          # changed portfolios left for the next flush
         self._enc = msgspec.msgpack.Encoder()
         self._run = os.urandom(4).hex()
@@ -123,13 +124,17 @@ class EventBuilder:
         self.backlog = len(ps_all) - len(ps)
         if not len(ps):
             return []
-        pos_changes, exp_changes = self._diff(self.marks.take(ps))
-        self.last_versions[ps] = versions[ps]
-        if self._touched:
-            self._touched.difference_update(ps.tolist())
         rows = a.portfolios[ps]
         cash, lmv, smv = rows["cash_base"], rows["long_mv"], rows["short_mv"]
         total = cash + lmv + smv
+        if len(self._total) < n_pf:
+            self._total = np.zeros(max(n_pf, 2 * len(self._total)))
+        self._total[ps] = total  # total_value of each reported portfolio, for the percentages below
+        with np.errstate(invalid="ignore", divide="ignore"):  # x / 0 is masked out wherever it happens
+            pos_changes, exp_changes = self._diff(self.marks.take(ps))
+        self.last_versions[ps] = versions[ps]
+        if self._touched:
+            self._touched.difference_update(ps.tolist())
         self.seq[ps] += 1
         seqs = self.seq[ps].tolist()
         upd = rows["updated_ns"]
@@ -163,10 +168,8 @@ class EventBuilder:
         new_q = pos["qty"]
         old_q = self.last_qty[ds]
         self.last_qty[ds] = new_q
-        pf = a.portfolios[p]
-        total = (pf["cash_base"] + pf["long_mv"] + pf["short_mv"]).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weight = np.where(total != 0, pos["mv"] / total, 0.0)
+        total = self._total[p]
+        weight = np.where(total != 0, pos["mv"] / total, 0.0)
         P = m.PositionChangePayload
         ids, inst_ids = book.slot_ids, book.instrument_ids.ids
         positions: dict[int, list] = {}
@@ -181,8 +184,7 @@ class EventBuilder:
         a = book.a
         ins = a.instruments[pos["instrument"]]
         heads = pos["head"].astype(np.int64)
-        totals_of = lambda pp: (a.portfolios["cash_base"][pp] + a.portfolios["long_mv"][pp]  # noqa: E731
-                                + a.portfolios["short_mv"][pp]).astype(np.float64)
+        totals_of = self._total.__getitem__
         names = (book.instrument_ids.ids, book.sector_ids.ids, book.country_ids.ids, book.currency_ids.ids,
                  book.asset_class_ids.ids)
         out: dict[int, list] = {}
@@ -191,8 +193,7 @@ class EventBuilder:
         hu = np.unique(heads)
         hp = a.positions["portfolio"][hu].astype(np.int64)
         tot = totals_of(hp)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            new = np.where(tot != 0, a.positions["inst_exp"][hu] / tot, 0.0)
+        new = np.where(tot != 0, a.positions["inst_exp"][hu] / tot, 0.0)
         old = self.pub_inst[hu]
         self.pub_inst[hu] = new
         lim = a.portfolios["inst_limit"][hp].copy()
@@ -209,8 +210,7 @@ class EventBuilder:
             keys = np.unique((p << 32) | cat.astype(np.int64))
             kp, kc = keys >> 32, keys & 0xFFFFFFFF
             tot = totals_of(kp)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                new = np.where(tot != 0, vals[kp, kc] / tot, 0.0)
+            new = np.where(tot != 0, vals[kp, kc] / tot, 0.0)
             pub = self.pub[t - 1]
             old = pub[kp, kc]
             pub[kp, kc] = new
@@ -219,8 +219,7 @@ class EventBuilder:
 
     @staticmethod
     def _emit(out, E, tname, names, kp, kc, old, new, lim) -> None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            util = np.where(lim > 0, np.abs(new) / lim, np.nan)
+        util = np.where(lim > 0, np.abs(new) / lim, np.nan)
         for pp, c, o, n, li, u in zip(kp.tolist(), kc.tolist(), old.tolist(), new.tolist(), lim.tolist(), util.tolist()):
             out.setdefault(pp, []).append(E(tname, names[c], o, n, n - o, li, u))
 
