@@ -184,7 +184,6 @@ class EventBuilder:
         a = book.a
         ins = a.instruments[pos["instrument"]]
         heads = pos["head"].astype(np.int64)
-        totals_of = self._total.__getitem__
         names = (book.instrument_ids.ids, book.sector_ids.ids, book.country_ids.ids, book.currency_ids.ids,
                  book.asset_class_ids.ids)
         out: dict[int, list] = {}
@@ -192,7 +191,7 @@ class EventBuilder:
         # INSTRUMENT: one row per (portfolio, instrument) head slot
         hu = np.unique(heads)
         hp = a.positions["portfolio"][hu].astype(np.int64)
-        tot = totals_of(hp)
+        tot = self._total[hp]
         new = np.where(tot != 0, a.positions["inst_exp"][hu] / tot, 0.0)
         old = self.pub_inst[hu]
         self.pub_inst[hu] = new
@@ -209,7 +208,7 @@ class EventBuilder:
                                                (ins["asset_class"], a.exp_asset, a.lim_asset)), start=1):
             keys = np.unique((p << 32) | cat.astype(np.int64))
             kp, kc = keys >> 32, keys & 0xFFFFFFFF
-            tot = totals_of(kp)
+            tot = self._total[kp]
             new = np.where(tot != 0, vals[kp, kc] / tot, 0.0)
             pub = self.pub[t - 1]
             old = pub[kp, kc]

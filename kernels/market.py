@@ -20,33 +20,25 @@ from .enums import IF_DEFINED, MAX_MONEY, MAX_PRICE, PRICE_SCALE, Reason
 from .fixedpoint import fx_ratio_nb, release_fence_nb, to_base_nb, to_fixed_nb, value_ok_nb
 from .jit import inline, kernel
 from .prefetch import prefetch_holding_nb
-from .valuation import apply_mv_change_nb, local_value_nb, mark_nb, move_mv_nb
+from .valuation import local_value_nb, mark_nb, move_mv_nb
 
 
 @inline
 def _revalue_nb(b, slot, t):
-    pf = b.portfolios[b.positions[slot].portfolio]
-    new_mv = mark_nb(b, slot)
-    if new_mv == b.positions[slot].mv:
-        return
-    pf.version += 1
-    release_fence_nb()
-    apply_mv_change_nb(b, slot, new_mv)
-    pf.updated_ns = t
-    release_fence_nb()
-    pf.version += 1
+    """Mark position ``slot`` at its instrument's price and FX now (an FX tick's walk)."""
+    ins = b.instruments[b.positions[slot].instrument]
+    _set_mv_nb(b, slot, t, mark_nb(b, slot), (ins.long_init, ins.short_init, ins.long_maint, ins.short_maint),
+               (ins.sector, ins.country, ins.currency, ins.asset_class))
 
 
 @inline
-def _revalue_holder_nb(b, slot, t, px_eff, ratio, rates, cats):
-    """_revalue_nb for a holder of the ticked instrument, given its price x multiplier, the FX
-    ratio to the holder's base currency and the instrument's margin rates and categories (read
-    once per tick): the same mark as ``mark_nb``, without reloading them per holder."""
+def _set_mv_nb(b, slot, t, new_mv, rates, cats):
+    """Move position ``slot`` to market value ``new_mv`` under its portfolio's seqlock (nothing
+    when unchanged); ``rates`` and ``cats`` are its instrument's margin rates and categories."""
     pos = b.positions[slot]
-    pf = b.portfolios[pos.portfolio]
-    new_mv = to_base_nb(local_value_nb(pos.qty, px_eff, 1), ratio)
     if new_mv == pos.mv:
         return
+    pf = b.portfolios[pos.portfolio]
     pf.version += 1
     release_fence_nb()
     move_mv_nb(b, slot, new_mv, rates[0], rates[1], rates[2], rates[3], cats[0], cats[1], cats[2], cats[3])
@@ -98,7 +90,8 @@ def apply_prices_nb(b, instrument, price, ts, reason):
                 if base != last_base:
                     last_base = base
                     ratio = fx_ratio_nb(b.fx, ccy, base)
-                _revalue_holder_nb(b, s, ts[i], px_eff, ratio, rates, cats)
+                # the same mark as mark_nb, from what the holders share
+                _set_mv_nb(b, s, ts[i], to_base_nb(local_value_nb(b.positions[s].qty, px_eff, 1), ratio), rates, cats)
                 n_revalued += 1
     return n_revalued
 

@@ -5,7 +5,8 @@ Owns: ``encode(columns) -> bytes``: rows in PostgreSQL's binary COPY format
 (int64), ``float8`` (float64; NaN is written as NULL), ``text`` (str; None is
 NULL) and ``timestamp`` (int64 ns since the Unix epoch, 0 written as NULL; sent as
 PostgreSQL's int64 microseconds since 2000-01-01, the ns cut toward zero to whole
-microseconds, exactly as ``timestamp '1970-01-01' + (ns / 1000) * interval '1 microsecond'``). Nothing per value runs in Python: strings are joined and encoded once,
+microseconds, exactly as ``timestamp '1970-01-01' + (ns / 1000) * interval '1
+microsecond'`` does). Nothing per value runs in Python: strings are joined and encoded once,
 fixed-width values are copied as 64-bit words, and the byte layout is written by a
 ``nogil`` kernel, so the write-behind thread encodes while the engine thread runs.
 Money, quantities and timestamps travel as int64 (cents, micro-units, ns) and
