@@ -556,6 +556,7 @@ def warm_up() -> None:
         m.PortfolioStateRequest("W"),
     ]
     e.handle([([b""], codec.encode(c)) for c in cmds], time.time_ns())
+    e.flush_events()  # the event builder's compiled part too
     np.zeros(1)
 
 

@@ -78,3 +78,79 @@ def test_marks_are_consumed_once_and_sequences_count_per_portfolio():
     buy(book, eb, 0)
     ev = flush(eb)["P0"]
     assert ev.sequence == 2 and ev.position_changes[0].old_quantity == 5.0
+
+
+def test_exposure_changes_equal_the_book_and_the_previous_event():
+    """Every exposure change of every event, against the book read directly at the flush: new =
+    exposure / total_value, old = the new of the previous event that carried it (0 before any),
+    limit and utilization as set (NaN without a limit), and every category of every traded
+    instrument reported. Limits of every kind, a per-instrument one, and a portfolio with no
+    value (total_value 0: percentages 0)."""
+    from portfolio_state.kernels import EXPOSURE_TYPE_NAMES
+
+    book = make_book(n_portfolios=4)
+    book.set_limit("P0", "SECTOR", "Technology", 0.4)
+    book.set_limit("P0", "INSTRUMENT", "AAPL", 0.05)
+    book.set_limit("P2", "CURRENCY", "EUR", 0.5)
+    book.set_limit("P2", "GEOGRAPHIC", "DE", 0.3)
+    book.set_limit("P0", "ASSET_CLASS", "EQUITY", 0.9)
+    book.a.portfolios["inst_limit"][book.portfolio_ids.get("P2")] = 0.2
+    book.upsert_portfolio("Z", "USD", "LONG_SHORT")  # no cash: buying at the mark leaves total_value at 0
+    a = book.a
+    eb = EventBuilder(book)
+    rng = np.random.default_rng(11)
+    zero_seen = 0
+    instruments = ["AAPL", "MSFT", "XOM", "SAP", "7203", "ESZ6"]
+    axes = {"SECTOR": (book.sector_ids, a.exp_sector, a.lim_sector),
+            "GEOGRAPHIC": (book.country_ids, a.exp_country, a.lim_country),
+            "CURRENCY": (book.currency_ids, a.exp_currency, a.lim_currency),
+            "ASSET_CLASS": (book.asset_class_ids, a.exp_asset, a.lim_asset)}
+    published = {}
+    checked = 0
+    for _ in range(25):
+        traded = set()
+        for _ in range(int(rng.integers(1, 6))):
+            p = int(rng.integers(0, 4))
+            k = instruments[int(rng.integers(0, len(instruments)))]
+            kind = TradeKind.BUY if p == 3 or rng.random() < 0.6 else TradeKind.SELL
+            out, _ = trade(book, f"P{p}", f"{k}-pos", k, kind, float(rng.integers(1, 20)), price=100.0)
+            if out["reason"] == 0:
+                s = book.slot(p, f"{k}-pos", book.instrument_ids.get(k))
+                eb.note_trades(np.array([s]), np.array([True]))
+                traded.add((f"P{p}", k))
+        out, _ = trade(book, "Z", "z", "AAPL", TradeKind.BUY, 1.0, price=190.0)
+        assert out["reason"] == 0
+        eb.note_trades(np.array([book.slot(book.portfolio_ids.get("Z"), "z", book.instrument_ids.get("AAPL"))]),
+                       np.array([True]))
+        traded.add(("Z", "AAPL"))
+        events = flush(eb)
+        for pid, ev in events.items():
+            p = book.portfolio_ids.get(pid)
+            pf = a.portfolios[p]
+            total = float(pf["cash_base"] + pf["long_mv"] + pf["short_mv"])
+            seen = set()
+            for c in ev.exposure_changes:
+                if c.exposure_type == "INSTRUMENT":
+                    k = book.instrument_ids.get(c.category)
+                    value = a.positions["inst_exp"][book.heads[(p, k)]]
+                    limit = book.instrument_limits.get((p, k), pf["inst_limit"])
+                else:
+                    ids, vals, lims = axes[c.exposure_type]
+                    value, limit = vals[p, ids.get(c.category)], lims[p, ids.get(c.category)]
+                new = value / total if total else 0.0
+                assert c.new_percentage == new
+                assert c.old_percentage == published.get((pid, c.exposure_type, c.category), 0.0)
+                assert c.change == c.new_percentage - c.old_percentage
+                assert c.limit_percentage == limit or (np.isnan(limit) and np.isnan(c.limit_percentage))
+                if limit > 0:
+                    assert c.utilization == abs(new) / limit
+                else:
+                    assert np.isnan(c.utilization)
+                published[(pid, c.exposure_type, c.category)] = c.new_percentage
+                seen.add((c.exposure_type, c.category))
+                checked += 1
+            zero_seen += total == 0
+            for tpid, k in traded:
+                if tpid == pid:
+                    assert ("INSTRUMENT", k) in seen and {t for t, _ in seen} == set(EXPOSURE_TYPE_NAMES)
+    assert checked > 200 and zero_seen == 25
