@@ -4,15 +4,18 @@ Owns: ``EventBuilder``: on the hot path it only marks traded slots dirty (one
 vectorized store per batch); at flush it finds the changed portfolios (seqlock
 versions moved), diffs each dirty position against the quantity last published
 and each touched exposure category against the percentage last published (all
-five exposure types in one compiled call, ``exposure_changes_nb``), and encodes
+five exposure types in one compiled call, ``exposure_changes_nb``), and writes
 one ``portfolio_state_updated`` event per portfolio with its next sequence
-number. Flush cost depends on what changed, never on how many updates changed it.
+number, the msgpack bytes msgspec would write for the Structs, in a second
+compiled call (``encode_events_nb``; ids and names pre-encoded once, in
+``transport.msgpack_nb.Pool``s). No Python object per event or row is built.
+Flush cost depends on what changed, never on how many updates changed it.
 
 Meanings: ``old_quantity`` / ``old_percentage`` are the values in the previous
 event that carried that position / category (0 before any), ``new_*`` are the
 values now.
 Runs on: the engine thread (flush runs after the batch's replies have left).
-Imports: numpy, numba, msgspec, daemon.book, daemon.marks, kernels, persistence.changes, transport.
+Imports: numpy, numba, daemon.book, daemon.marks, kernels, transport (messages, msgpack_nb).
 
 A flush happens after every batch when ``engine.event_interval_ms`` is 0, else at
 most once per interval: either way at most one event per portfolio per applied
@@ -24,15 +27,15 @@ import math
 import os
 import time
 
-import msgspec
 import numpy as np
 from numba import njit
 
 from portfolio_state.kernels import EXPOSURE_TYPE_NAMES
 from portfolio_state.kernels.enums import QTY_SCALE
-from portfolio_state.kernels.views import leverage
-from portfolio_state.persistence.changes import change_type as _change_type
 from portfolio_state.transport import messages as m
+from portfolio_state.transport.msgpack_nb import (Pool, decimal_digits_nb, literals, put_array_header_nb, put_float_nb,
+                                                  put_int_nb, put_iso_nb, put_item_nb, put_nil_nb,
+                                                  put_str_header_nb)
 
 from .book import Book
 from .marks import PortfolioMarks
@@ -52,8 +55,10 @@ class EventBuilder:
         self._cursor = 0                          # round robin: the next flush starts at this portfolio
         self._total = np.zeros(0)                 # per portfolio: total_value at this flush (those reported)
         self.backlog = 0                          # changed portfolios left for the next flush
-        self._enc = msgspec.msgpack.Encoder()
-        self._run = os.urandom(4).hex()
+        self._pools = [Pool([]) for _ in range(7)]  # encoded ids and names (see _sync_pools)
+        self._buf = np.empty(1 << 16, np.uint8)   # the flush's encoded events, grown when one does not fit
+        self.run = os.urandom(4).hex()            # event_id = run-portfolio-sequence
+        self._run_id = np.frombuffer(self.run.encode(), np.uint8)
         self.count = 0
 
     def _fit(self) -> None:
@@ -132,80 +137,67 @@ class EventBuilder:
         if len(self._total) < n_pf:
             self._total = np.zeros(max(n_pf, 2 * len(self._total)))
         self._total[ps] = total  # total_value of each reported portfolio, for the percentages below
-        with np.errstate(invalid="ignore", divide="ignore"):  # x / 0 is masked out wherever it happens
-            pos_changes, exp_changes = self._diff(self.marks.take(ps))
+        ds = self.marks.take(ps)
+        keys, vals, ends = self._exposure_rows(ds)
+        old_q = self.last_qty[ds]
+        self.last_qty[ds] = a.positions["qty"][ds]
         self.last_versions[ps] = versions[ps]
         if self._touched:
             self._touched.difference_update(ps.tolist())
         self.seq[ps] += 1
-        seqs = self.seq[ps].tolist()
-        upd = rows["updated_ns"]
-        stamps = np.datetime_as_string(upd.astype("datetime64[ns]"), unit="us").tolist()
-        now = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms") + "Z"
-        ids = book.portfolio_ids.ids
-        out = []
-        enc = self._enc.encode
-        for p, seq, tv, cb, lm, sm, cnt, u, stamp in zip(ps.tolist(), seqs, total.tolist(), cash.tolist(), lmv.tolist(),
-                                                         smv.tolist(), rows["position_count"].tolist(), upd.tolist(),
-                                                         stamps):
-            pid = ids[p]
-            ev = m.PortfolioStateUpdatedEvent(
-                f"{self._run}-{p}-{seq}", now, seq,
-                m.PortfolioStatePayload(pid, tv / 100, cb / 100, (lm + sm) / 100, leverage(lm - sm, tv), cnt,
-                                        stamp + "Z" if u else None),
-                pos_changes.get(p, []), exp_changes.get(p, []))
-            out.append((pid.encode(), enc(ev)))
+        pools = self._sync_pools()
+        names = (pools[2], pools[3], pools[4], pools[5], pools[6])  # INSTRUMENT .. ASSET_CLASS
+        args = (ps, self.seq[ps], a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
+                ds, old_q, a.positions, self._total, pools[1].data, pools[1].offs,
+                tuple(q.data for q in names), tuple(q.offs for q in names), keys, vals, ends)
+        ev_end = np.empty(len(ps), np.int64)
+        w = encode_events_nb(self._buf, ev_end, *args)
+        if w < 0:  # the buffer was too small (first large flush): grow it and write again
+            self._buf = np.empty(2 * -w, np.uint8)
+            w = encode_events_nb(self._buf, ev_end, *args)
+        buf, ids, lo, out = self._buf, book.portfolio_ids.ids, 0, []
+        for p, hi in zip(ps.tolist(), ev_end.tolist()):
+            out.append((ids[p].encode(), buf[lo:hi].tobytes()))
+            lo = hi
         self.count += len(out)
         return out
 
-    def _diff(self, ds):
-        """{portfolio: [PositionChangePayload]}, {portfolio: [ExposureChangePayload]} for the marked
-        slots ``ds`` (ascending) of the portfolios being reported."""
+    def _sync_pools(self) -> list[Pool]:
+        """The encoded ids and names the events carry: portfolio, slot, instrument, then the four
+        category axes; new ids encoded once, here."""
         book = self.book
-        a = book.a
-        if not len(ds):
-            return {}, {}
-        pos = a.positions[ds]
-        p = pos["portfolio"].astype(np.int64)
-        new_q = pos["qty"]
-        old_q = self.last_qty[ds]
-        self.last_qty[ds] = new_q
-        total = self._total[p]
-        weight = np.where(total != 0, pos["mv"] / total, 0.0)
-        P = m.PositionChangePayload
-        ids, inst_ids = book.slot_ids, book.instrument_ids.ids
-        positions: dict[int, list] = {}
-        for s, pp, o, n, mv, w, k in zip(ds.tolist(), p.tolist(), old_q.tolist(), new_q.tolist(), pos["mv"].tolist(),
-                                         weight.tolist(), pos["instrument"].tolist()):
-            positions.setdefault(pp, []).append(P(ids[s], inst_ids[k], o / QTY_SCALE, n / QTY_SCALE, (n - o) / QTY_SCALE,
-                                                  mv / 100, w, _change_type(o, n)))
-        return positions, self._exposure_changes(ds, p, pos)
+        lists = (book.portfolio_ids.ids, book.slot_ids, book.instrument_ids.ids, book.sector_ids.ids,
+                 book.country_ids.ids, book.currency_ids.ids, book.asset_class_ids.ids)
+        pools = self._pools
+        for i, names in enumerate(lists):
+            if pools[i].names is not names:  # a book's lists are its own for life; this is a new book's
+                pools[i] = Pool(names)
+            if len(names) != pools[i].n:
+                pools[i].sync()
+        return pools
 
-    def _exposure_changes(self, ds, p, pos) -> dict:
-        book = self.book
-        a = book.a
-        names = (book.instrument_ids.ids, book.sector_ids.ids, book.country_ids.ids, book.currency_ids.ids,
-                 book.asset_class_ids.ids)
-        out: dict[int, list] = {}
-        E = m.ExposureChangePayload
+    def _exposure_rows(self, ds):
+        """(keys, vals, ends) of ``exposure_changes_nb`` for the marked slots ``ds``, with the
+        per-instrument limits applied (the published percentages move to the new ones)."""
+        a = self.book.a
+        if not len(ds):
+            return np.zeros((0, 2), np.int64), np.zeros((0, 4)), np.zeros(5, np.int64)
+        pos = a.positions[ds]
         # every row in one compiled call: a handful of NumPy calls per exposure type cost more than
         # the rows they compute at a flush's sizes
         keys, vals, ends = exposure_changes_nb(  # contiguous columns: the signature warm-up compiled
-            np.ascontiguousarray(pos["head"]), p, np.ascontiguousarray(pos["instrument"]), a.positions, a.portfolios,
-            a.instruments, self._total,
+            np.ascontiguousarray(pos["head"]), pos["portfolio"].astype(np.int64),
+            np.ascontiguousarray(pos["instrument"]), a.positions, a.portfolios, a.instruments, self._total,
             (a.exp_sector, a.exp_country, a.exp_currency, a.exp_asset),
             (a.lim_sector, a.lim_country, a.lim_currency, a.lim_asset), self.pub_inst, tuple(self.pub))
-        keys, vals, lo = keys.tolist(), vals.tolist(), 0
-        limits = book.instrument_limits
-        for t, hi in enumerate(ends.tolist()):
-            tname, tnames = EXPOSURE_TYPE_NAMES[t], names[t]
-            for (pp, c), (o, n, li, u) in zip(keys[lo:hi], vals[lo:hi]):
-                if t == 0 and limits and (pp, c) in limits:  # a limit for this one instrument
-                    li = limits[pp, c]
-                    u = abs(n) / li if li > 0 else math.nan
-                out.setdefault(pp, []).append(E(tname, tnames[c], o, n, n - o, li, u))
-            lo = hi
-        return out
+        limits = self.book.instrument_limits
+        if limits:  # a limit for one instrument replaces the portfolio's default for it
+            for i, (pp, k) in enumerate(keys[:ends[0]].tolist()):
+                li = limits.get((pp, k))
+                if li is not None:
+                    vals[i, 2] = li
+                    vals[i, 3] = abs(vals[i, 1]) / li if li > 0 else math.nan
+        return keys, vals, ends
 
 
 @njit(cache=True)
@@ -267,7 +259,187 @@ def exposure_changes_nb(heads, p, inst, positions, portfolios, instruments, tota
     return keys[:m], vals[:m], ends
 
 
-def _iso(ns: int) -> str | None:
-    if not ns:
-        return None
-    return np.datetime_as_string(np.datetime64(ns, "ns"), unit="us") + "Z"
+# the constant items of an event, pre-encoded: map keys in the Structs' field order, the tag, the names
+_E, _S, _P, _X = (m.PortfolioStateUpdatedEvent, m.PortfolioStatePayload, m.PositionChangePayload,
+                  m.ExposureChangePayload)
+_EKd, _EKo = literals(_E.__struct_config__.tag_field, _E.__struct_config__.tag, *_E.__struct_fields__)
+_SKd, _SKo = literals(*_S.__struct_fields__)
+_PKd, _PKo = literals(*_P.__struct_fields__)
+_XKd, _XKo = literals(*_X.__struct_fields__)
+_E_MAP, _S_MAP, _P_MAP, _X_MAP = (0x80 | n for n in (len(_E.__struct_fields__) + 1, len(_S.__struct_fields__),
+                                                     len(_P.__struct_fields__), len(_X.__struct_fields__)))
+CHANGE_TYPES = ("OPEN", "INCREASE", "DECREASE", "CLOSE", "REVERSE", "STATUS")  # indexed by change_type_nb
+_CTd, _CTo = literals(*CHANGE_TYPES)
+_TYd, _TYo = literals(*EXPOSURE_TYPE_NAMES)
+_FIXED = 1024  # bytes an event, a position row or an exposure row needs beyond its ids and names (~300, ~200, ~160)
+
+
+@njit(cache=True)
+def encode_events_nb(buf, ev_end, ps, seqs, portfolios, pid_data, pid_offs, run, now_ns, ds, old_q,
+                     positions, total, slot_data, slot_offs, name_data, name_offs, keys, vals, ends):  # pragma: no cover
+    """The msgpack bytes of one ``PortfolioStateUpdatedEvent`` per portfolio of ``ps`` (ascending),
+    each ending at ev_end[e], exactly as msgspec encodes the Structs. Returns the bytes written, or
+    minus a size ``buf`` must reach when it is too small (nothing is changed but ``buf``).
+
+    seqs: the events' sequence numbers; run: the run's id (ASCII), event_id = run-portfolio-sequence;
+    now_ns: the events' timestamp (ISO, to the millisecond); last_updated: updated_ns, to the microsecond.
+    ds / old_q: the reported slots (ascending) and their quantities in the last event; total: float
+    total_value per portfolio. keys / vals / ends: ``exposure_changes_nb``'s rows. name_data /
+    name_offs: encoded names per exposure type (instrument ids first), like the pools of portfolio
+    ids (pid_*) and slot ids (slot_*).
+
+    Money and quantities are float(x) / scale: the correctly rounded quotient Python's x / scale
+    gives while |x| < 2**53 (90 trillion in cents, 9 billion units of quantity), within an ulp past it.
+    """
+    fbits = np.empty(1, np.float64)
+    ibits = fbits.view(np.int64)
+    idbuf = np.empty(64, np.uint8)
+    n_ds = ds.shape[0]
+    owner = np.empty(n_ds, np.int64)
+    for j in range(n_ds):
+        owner[j] = positions[ds[j]].portfolio
+    order = np.argsort(owner, kind="mergesort")  # by portfolio, slots ascending within each
+    xorder = np.empty(keys.shape[0], np.int64)     # exposure rows by type, by portfolio within a type
+    cur = np.zeros(5, np.int64)
+    lo = 0
+    for t in range(5):
+        hi = ends[t]
+        o = np.argsort(keys[lo:hi, 0], kind="mergesort")
+        for j in range(hi - lo):
+            xorder[lo + j] = lo + o[j]
+        cur[t] = lo
+        lo = hi
+    cnt = np.zeros(5, np.int64)
+    cp = 0
+    w = 0
+    for e in range(ps.shape[0]):
+        p = ps[e]
+        pf = portfolios[p]
+        # this event's rows, and a bound on its size
+        need = _FIXED + pid_offs[p + 1] - pid_offs[p]
+        npos = 0
+        while cp + npos < n_ds and owner[order[cp + npos]] == p:
+            s = ds[order[cp + npos]]
+            k = positions[s].instrument
+            need += _FIXED + slot_offs[s + 1] - slot_offs[s] + name_offs[0][k + 1] - name_offs[0][k]
+            npos += 1
+        nx = 0
+        for t in range(5):
+            c = 0
+            while cur[t] + c < ends[t] and keys[xorder[cur[t] + c], 0] == p:
+                i = keys[xorder[cur[t] + c], 1]
+                need += _FIXED + name_offs[t][i + 1] - name_offs[t][i]
+                c += 1
+            cnt[t] = c
+            nx += c
+        if w + need > buf.shape[0]:
+            return -(w + need + (ps.shape[0] - e) * _FIXED)
+        # the event
+        buf[w] = _E_MAP
+        w += 1
+        w = put_item_nb(buf, w, _EKd, _EKo, 0)
+        w = put_item_nb(buf, w, _EKd, _EKo, 1)
+        w = put_item_nb(buf, w, _EKd, _EKo, 2)  # event_id
+        o = 0
+        for j in range(run.shape[0]):
+            idbuf[o] = run[j]
+            o += 1
+        idbuf[o] = 45  # '-'
+        o = decimal_digits_nb(idbuf, o + 1, p)
+        idbuf[o] = 45
+        o = decimal_digits_nb(idbuf, o + 1, seqs[e])
+        w = put_str_header_nb(buf, w, o)
+        for j in range(o):
+            buf[w + j] = idbuf[j]
+        w += o
+        w = put_item_nb(buf, w, _EKd, _EKo, 3)  # timestamp
+        w = put_iso_nb(buf, w, now_ns, 3)
+        w = put_item_nb(buf, w, _EKd, _EKo, 4)
+        w = put_int_nb(buf, w, seqs[e])
+        w = put_item_nb(buf, w, _EKd, _EKo, 5)  # portfolio_state
+        buf[w] = _S_MAP
+        w += 1
+        tv = pf.cash_base + pf.long_mv + pf.short_mv
+        gross = pf.long_mv - pf.short_mv
+        w = put_item_nb(buf, w, _SKd, _SKo, 0)
+        w = put_item_nb(buf, w, pid_data, pid_offs, p)
+        w = put_item_nb(buf, w, _SKd, _SKo, 1)
+        w = put_float_nb(buf, w, tv / 100, fbits, ibits)
+        w = put_item_nb(buf, w, _SKd, _SKo, 2)
+        w = put_float_nb(buf, w, pf.cash_base / 100, fbits, ibits)
+        w = put_item_nb(buf, w, _SKd, _SKo, 3)
+        w = put_float_nb(buf, w, (pf.long_mv + pf.short_mv) / 100, fbits, ibits)
+        w = put_item_nb(buf, w, _SKd, _SKo, 4)  # leverage_ratio, as kernels.views.leverage
+        w = put_float_nb(buf, w, 0.0 if gross == 0 else np.inf if tv <= 0 else gross / tv, fbits, ibits)
+        w = put_item_nb(buf, w, _SKd, _SKo, 5)
+        w = put_int_nb(buf, w, pf.position_count)
+        w = put_item_nb(buf, w, _SKd, _SKo, 6)  # last_updated
+        if pf.updated_ns == 0:
+            w = put_nil_nb(buf, w)
+        else:
+            w = put_iso_nb(buf, w, pf.updated_ns, 6)
+        w = put_item_nb(buf, w, _EKd, _EKo, 6)  # position_changes
+        w = put_array_header_nb(buf, w, npos)
+        tot = total[p]
+        for j in range(cp, cp + npos):
+            s = ds[order[j]]
+            pos = positions[s]
+            o = old_q[order[j]]
+            n = pos.qty
+            buf[w] = _P_MAP
+            w += 1
+            w = put_item_nb(buf, w, _PKd, _PKo, 0)
+            w = put_item_nb(buf, w, slot_data, slot_offs, s)
+            w = put_item_nb(buf, w, _PKd, _PKo, 1)
+            w = put_item_nb(buf, w, name_data[0], name_offs[0], pos.instrument)
+            w = put_item_nb(buf, w, _PKd, _PKo, 2)
+            w = put_float_nb(buf, w, o / QTY_SCALE, fbits, ibits)
+            w = put_item_nb(buf, w, _PKd, _PKo, 3)
+            w = put_float_nb(buf, w, n / QTY_SCALE, fbits, ibits)
+            w = put_item_nb(buf, w, _PKd, _PKo, 4)
+            w = put_float_nb(buf, w, (n - o) / QTY_SCALE, fbits, ibits)
+            w = put_item_nb(buf, w, _PKd, _PKo, 5)
+            w = put_float_nb(buf, w, pos.mv / 100, fbits, ibits)
+            w = put_item_nb(buf, w, _PKd, _PKo, 6)
+            w = put_float_nb(buf, w, pos.mv / tot if tot != 0 else 0.0, fbits, ibits)
+            w = put_item_nb(buf, w, _PKd, _PKo, 7)
+            w = put_item_nb(buf, w, _CTd, _CTo, change_type_nb(o, n))
+        cp += npos
+        w = put_item_nb(buf, w, _EKd, _EKo, 7)  # exposure_changes
+        w = put_array_header_nb(buf, w, nx)
+        for t in range(5):
+            for j in range(cur[t], cur[t] + cnt[t]):
+                i = xorder[j]
+                buf[w] = _X_MAP
+                w += 1
+                w = put_item_nb(buf, w, _XKd, _XKo, 0)
+                w = put_item_nb(buf, w, _TYd, _TYo, t)
+                w = put_item_nb(buf, w, _XKd, _XKo, 1)
+                w = put_item_nb(buf, w, name_data[t], name_offs[t], keys[i, 1])
+                w = put_item_nb(buf, w, _XKd, _XKo, 2)
+                w = put_float_nb(buf, w, vals[i, 0], fbits, ibits)
+                w = put_item_nb(buf, w, _XKd, _XKo, 3)
+                w = put_float_nb(buf, w, vals[i, 1], fbits, ibits)
+                w = put_item_nb(buf, w, _XKd, _XKo, 4)
+                w = put_float_nb(buf, w, vals[i, 1] - vals[i, 0], fbits, ibits)
+                w = put_item_nb(buf, w, _XKd, _XKo, 5)
+                w = put_float_nb(buf, w, vals[i, 2], fbits, ibits)
+                w = put_item_nb(buf, w, _XKd, _XKo, 6)
+                w = put_float_nb(buf, w, vals[i, 3], fbits, ibits)
+            cur[t] += cnt[t]
+        ev_end[e] = w
+    return w
+
+
+@njit(cache=True, inline="always")
+def change_type_nb(old, new):
+    """Index into CHANGE_TYPES, as ``persistence.changes.change_type``."""
+    if old == new:
+        return 5
+    if old == 0:
+        return 0
+    if new == 0:
+        return 3
+    if (old > 0) != (new > 0):
+        return 4
+    return 1 if abs(new) > abs(old) else 2

@@ -1,4 +1,7 @@
-"""EventBuilder: capped flushes take portfolios round robin, never starve one, cost what they report."""
+"""EventBuilder: capped flushes take portfolios round robin, never starve one, cost what they report;
+every event is the book at its flush, in the bytes msgspec writes."""
+import time
+
 import msgspec
 import numpy as np
 
@@ -154,3 +157,95 @@ def test_exposure_changes_equal_the_book_and_the_previous_event():
                 if tpid == pid:
                     assert ("INSTRUMENT", k) in seen and {t for t, _ in seen} == set(EXPOSURE_TYPE_NAMES)
     assert checked > 200 and zero_seen == 25
+
+
+def test_every_event_is_the_book_at_the_flush_in_the_bytes_msgspec_writes():
+    """Each event, written by the compiled encoder, against plain-Python formulas over the book
+    read at the flush: event id and sequence, timestamp, the portfolio state (leverage inf when
+    total_value <= 0, last_updated to the microsecond), and every position change (old quantity
+    the previous event's, change type, weight 0 when total_value is 0), slots ascending. And the
+    bytes are exactly what msgspec writes for the decoded Structs: field order, the smallest
+    integer, string and array forms (UTF-8 ids, names past 31 and 255 bytes, more than 15 changes
+    in an event), float64 everywhere. The first flush outgrows a tiny buffer."""
+    from portfolio_state.kernels.enums import QTY_SCALE
+    from portfolio_state.kernels.views import leverage
+    from portfolio_state.persistence.changes import change_type
+
+    book = make_book(n_portfolios=3)
+    long_pid = "ü" * 20 + "-a-portfolio-id-past-31-bytes"
+    book.upsert_portfolio(long_pid, "EUR", "LONG_SHORT")  # no cash: its total_value goes negative on fees
+    odd = "Ω" * 20  # 40 bytes
+    book.upsert_instrument(odd, "USD", "€" * 100, "CH", "BOND")
+    book.apply_prices(np.array([book.instrument_ids.get(odd)], np.int32), np.array([99.5]), np.array([1], np.int64))
+    book.set_limit("P0", "SECTOR", "€" * 100, 0.25)
+    a = book.a
+    eb = EventBuilder(book)
+    eb._buf = np.empty(8, np.uint8)
+    rng = np.random.default_rng(17)
+    instruments = ["AAPL", "MSFT", "XOM", "SAP", "7203", "ESZ6", odd]
+    pids = ["P0", "P1", "P2", long_pid]
+    published, seqs, checked = {}, {}, 0
+    seen = {"types": set(), "over 15": False, "inf": False, "long name": False}
+    t0 = 1_764_000_000_000_000_000
+    def deal(pid, position, k, kind, qty, price, fee=0.0):
+        out, _ = trade(book, pid, position, k, kind, qty, price=price, fee=fee,
+                       ts=t0 + rnd * 10**9 + int(rng.integers(0, 10**9)))
+        if out["reason"] == 0:
+            p = book.portfolio_ids.get(pid)
+            s = book.slot(p, position, book.instrument_ids.get(k))
+            eb.note_trades(np.array([s]), np.array([True]))
+            marked.setdefault(p, set()).add(s)
+
+    for rnd in range(30):
+        marked = {}
+        for _ in range(int(rng.integers(1, 40))):
+            k = instruments[int(rng.integers(0, len(instruments)))]
+            deal(pids[int(rng.integers(0, 4))],
+                 f"{k}-{int(rng.integers(0, 6))}-é" if rng.random() < 0.5 else f"pos-{int(rng.integers(0, 30))}", k,
+                 TradeKind.BUY if rng.random() < 0.55 else TradeKind.SELL, float(rng.integers(1, 50)) / 4,
+                 float(rng.integers(50, 300)), float(rng.integers(0, 3)))
+        if rnd in (5, 6):  # twenty positions opened in one event, then closed in the next
+            for i in range(20):
+                deal("P1", f"bulk-{i}", "XOM", TradeKind.BUY if rnd == 5 else TradeKind.SELL, 3.0, 100.0)
+        if rnd == 7:  # bought and sold back between two events: no quantity change
+            deal("P0", "flip", "MSFT", TradeKind.BUY, 2.0, 400.0)
+            deal("P0", "flip", "MSFT", TradeKind.SELL, 2.0, 400.0)
+        if rnd % 3 == 0:
+            book.apply_prices(np.arange(len(book.instrument_ids), dtype=np.int32),
+                              rng.uniform(50, 300, len(book.instrument_ids)), np.full(len(book.instrument_ids), 2, np.int64))
+        before = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms") + "Z"
+        events = eb.flush()
+        after = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms") + "Z"
+        assert {book.portfolio_ids.get(t.decode()) for t, _ in events} >= set(marked)
+        for topic, body in events:
+            ev = DEC.decode(body)
+            assert msgspec.msgpack.encode(ev) == body
+            p = book.portfolio_ids.get(topic.decode())
+            pf = a.portfolios[p]
+            seqs[p] = seqs.get(p, 0) + 1
+            assert (ev.sequence, ev.event_id) == (seqs[p], f"{eb.run}-{p}-{seqs[p]}")
+            assert before <= ev.timestamp <= after and len(ev.timestamp) == len(before)
+            cash, lmv, smv = int(pf["cash_base"]), int(pf["long_mv"]), int(pf["short_mv"])
+            tv = cash + lmv + smv
+            st = ev.portfolio_state
+            updated = int(pf["updated_ns"])
+            assert st == m.PortfolioStatePayload(
+                topic.decode(), tv / 100, cash / 100, (lmv + smv) / 100, leverage(lmv - smv, tv), int(pf["position_count"]),
+                np.datetime_as_string(np.datetime64(updated, "ns"), unit="us") + "Z" if updated else None)
+            want = []
+            for s in sorted(marked.get(p, ())):
+                old, new, mv = published.get(s, 0), int(a.positions["qty"][s]), int(a.positions["mv"][s])
+                want.append(m.PositionChangePayload(
+                    book.slot_ids[s], book.instrument_ids.ids[int(a.positions["instrument"][s])], old / QTY_SCALE,
+                    new / QTY_SCALE, (new - old) / QTY_SCALE, mv / 100, mv / float(tv) if tv else 0.0,
+                    change_type(old, new)))
+                published[s] = new
+            assert ev.position_changes == want
+            checked += len(want)
+            seen["types"] |= {c.change_type for c in want}
+            seen["over 15"] |= len(want) > 15
+            seen["inf"] |= st.leverage_ratio == float("inf")
+            seen["long name"] |= any(c.category == "€" * 100 for c in ev.exposure_changes)
+    assert checked > 300 and len(eb._buf) > 8
+    assert seen == {"types": {"OPEN", "INCREASE", "DECREASE", "CLOSE", "REVERSE", "STATUS"}, "over 15": True,
+                    "inf": True, "long name": True}
