@@ -36,7 +36,7 @@ class EngineConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     revaluation_events: Annotated[bool, doc("Also publish events for portfolios changed only by price/FX ticks. Default true.")] = True
     event_interval_ms: Annotated[float, doc("Publish coalesced events at most this often, ms; 0 = after every batch. Events leave after the replies either way. Default 5.")] = 5.0
     max_events_per_flush: Annotated[int, doc("Most events built in one flush; the rest go in the next, taken round robin, so a flush never holds the loop long; 0 = no cap. Default 64.")] = 64
-    max_positions_per_flush: Annotated[int, doc("Most changed positions one flush reports, past its first event (each costs ~5 us of the loop with its exposure rows); 0 = no cap. Default 64.")] = 64
+    max_positions_per_flush: Annotated[int, doc("Most changed positions one flush reports, past its first event (each costs ~2.5 us of the loop with its exposure rows and encoding); 0 = no cap. Default 64.")] = 64
     event_cpu_budget: Annotated[float, doc("Most of the loop's time event building may take, fraction; under load the interval stretches to keep to it (events coalesce harder, replies never wait). Default 0.25.")] = 0.25
 
 

@@ -111,6 +111,7 @@ class Server:
         self._rate = (time.time(), 0, 0.0)  # (sample time, updates then, updates/s)
         self._drain_pending = False
         self._flush_pending = False
+        self._draining = False
         self._flush_cost = 0.0
         self._stopped: asyncio.Future | None = None
         self.sink = None
@@ -144,6 +145,13 @@ class Server:
             self._drain()
 
     def _drain(self) -> None:
+        self._draining = True
+        try:
+            self._drain_batch()
+        finally:
+            self._draining = False
+
+    def _drain_batch(self) -> None:
         self._drain_pending = False
         if self._quiesce and not self._is_durable():
             return  # paused until the sync in flight lands (see _synced)
@@ -369,6 +377,18 @@ class Server:
             asyncio.get_running_loop().call_later(max(delay, 0.0), self._flush_events)
 
     def _flush_events(self) -> None:
+        if self.router.closed:  # a flush still scheduled when the server closed
+            return
+        if not self._draining:
+            # Requests first. A backlog is worked off by a run of flushes: the loop's timers count whole
+            # milliseconds, so the budget's waits under half of one are none, and without a yield the run held
+            # this core for ~3 ms while ZeroMQ's I/O thread, woken onto it, waited to hand over the
+            # requests that had come in (p99 3 ms at 100,000 updates/s). Give the core up for that
+            # thread, then serve what it delivered; _flush_pending stays set, so the drain leaves this
+            # flush to run next. An ack waits for one flush at most.
+            os.sched_yield()
+            if self._is_durable() and self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._drain()
         if not self._is_durable():
             self._flush_pending = True
             self._when_durable(self._flush_events)

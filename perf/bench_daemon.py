@@ -139,6 +139,7 @@ class Phase:
     sampled: int = 0
     accepted: int = 0         # server counters, delta over the phase
     rejected: int = 0
+    events: int = 0           # portfolio_state_updated events the server published over the phase
     offered_rate: float = 0.0  # open loop: updates/s on the schedule
     sent_rate: float = 0.0     # open loop: updates/s actually sent
     send_lag_us: HdrHistogram = None  # open loop: actual send - intended send
@@ -226,18 +227,18 @@ class Session:
         self.sock.setsockopt(zmq.RCVTIMEO, 10_000)  # a server silent this long has stalled: fail the phase
         self.sock.connect(endpoint)
 
-    def counters(self) -> tuple[int, int]:
+    def counters(self) -> tuple[int, int, int]:
         if self.server.name == "echo":
-            return 0, 0
+            return 0, 0, 0
         mt = self.control.metrics()
-        return mt["updates"], mt["rejected_updates"]
+        return mt["updates"], mt["rejected_updates"], mt.get("events", 0)
 
     def close(self) -> None:
         self.sock.close(0)
         self.control.close()
 
     def run(self, phase: Phase, fn, profile_dir: str | None = None, profile_s: float = 0.0):
-        a0, r0 = self.counters()
+        a0, r0, e0 = self.counters()
         spy = _py_spy(self.server.pid, profile_dir, f"{self.server.name}-{phase.name}", profile_s) if profile_dir else None
         c0, s0, w0 = _client_cpu(), self.server.cpu(), time.perf_counter()
         try:
@@ -251,8 +252,8 @@ class Session:
                 _stop(spy, 30)
                 with contextlib.suppress(OSError):
                     phase.profile = profile_summary(spy.args[spy.args.index("-o") + 1])
-        a1, r1 = self.counters()
-        phase.accepted, phase.rejected = a1 - a0, r1 - r0
+        a1, r1, e1 = self.counters()
+        phase.accepted, phase.rejected, phase.events = a1 - a0, r1 - r0, e1 - e0
         return phase
 
 
@@ -395,7 +396,7 @@ def _line(ph: Phase) -> str:
     return (f"{ph.name:<34} {ph.rate:>11,.0f} updates/s  {ph.frames:>8,} frames  p50 {ph.pct(50):>7,.0f}  "
             f"p99 {ph.pct(99):>7,.0f}  p99.9 {ph.pct(99.9):>7,.0f}  max {ph.max_us:>8,.0f} us  "
             f"server cpu {ph.server_cpu:4.0%} client cpu {ph.client_cpu:4.0%}  "
-            f"accepted {ph.accepted:,} rejected {ph.rejected:,} err {ph.errors}/{ph.sampled}{lag}")
+            f"accepted {ph.accepted:,} rejected {ph.rejected:,} events {ph.events:,} err {ph.errors}/{ph.sampled}{lag}")
 
 
 # ---------------------------------------------------------------- report
@@ -492,7 +493,7 @@ def report(results: dict, args, meta: dict) -> str:
             verdict = " / ".join("not measured" if v != v else "meets" if ok(v) else "**misses**" for v in vs)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(ratios)} | {bar or ''} | {verdict} |")
 
-    steps = {st["name"]: st for st in make_plan(args, None)}
+    steps = {st["name"]: st for st in make_plan(argparse.Namespace(**{**vars(args), "phases": None}), None)}
     row(f"(a) one update per frame (PositionUpdateRequest), closed loop, {steps['single']['window']} in flight: "
         "updates/s", "single", "rate", f"≥ {BARS['single']:,}", lambda x: x >= BARS["single"])
     row("(a) … latency p50 / p99 / p99.9, µs", "single", 50, higher=False, extra=(("single", 99), ("single", 99.9)))
@@ -534,7 +535,9 @@ def report(results: dict, args, meta: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Details per phase (server/client CPU = CPU time over the phase's wall time, 100% = one core; "
               "accepted/rejected = the server's own counters over the phase; rejections are business rules "
-              "(long-only oversells, more of them the more often a phase cycles its request templates); err = "
+              "(long-only oversells, more of them the more often a phase cycles its request templates); events = "
+              "portfolio_state_updated events the server published over the phase (coalesced within its CPU "
+              "budget); err = "
               "protocol or server errors among the sampled replies):", ""]
     for key, label in cols:
         res = results[key]
@@ -548,7 +551,7 @@ def report(results: dict, args, meta: dict) -> str:
         for ph in res["phases"]:
             lines.append(f"  - {ph.name}: {ph.updates:,} updates in {ph.frames:,} frames over {ph.seconds:.2f} s; "
                          f"server CPU {ph.server_cpu:.0%}, client CPU {ph.client_cpu:.0%}; " +
-                         (f"accepted {ph.accepted:,}, rejected {ph.rejected:,}; " if key != "echo" else "") +
+                         (f"accepted {ph.accepted:,}, rejected {ph.rejected:,}, events {ph.events:,}; " if key != "echo" else "") +
                          f"err {ph.errors}/{ph.sampled}" +
                          (f"; sent {ph.sent_rate:,.0f} updates/s on a {ph.offered_rate:,.0f}/s schedule, client "
                           f"send lag p50/p99/max {ph.send_lag_us.get_value_at_percentile(50)}/"
@@ -589,6 +592,8 @@ def make_plan(args, wl: Workload) -> list[dict]:
         plan.append({"name": "open_single", "kind": "open", "per_frame": 1,
                      "period_ns": int(round(1e9 / args.open_single_rate)),
                      "frames": int(args.open_single_rate * args.open_seconds), "pool": single})
+    if getattr(args, "phases", None):  # a subset, e.g. for an A/B of one phase (the warm-up always runs)
+        plan = [st for st in plan if st["name"] == "warmup" or st["name"] in args.phases.split(",")]
     for step in plan:
         step.setdefault("record", True)
     return plan
@@ -616,6 +621,8 @@ def main(argv=None) -> int:
                     help="extra --set for the daemon, e.g. engine.events=false")
     ap.add_argument("--daemon-cmd", metavar="CMD", help="command that runs the daemon's CLI, instead of "
                     "'python -m portfolio_state.daemon.cli' (e.g. a wrapper that patches a build, for an A/B run)")
+    ap.add_argument("--phases", help="run only these phases, e.g. open100 (from single_w1, single, cols100, "
+                                     "cols1000, rows100, open100, open_single; default: all)")
     ap.add_argument("--profile", metavar="DIR", help="record the server with py-spy (raw collapsed stacks) per phase")
     args = ap.parse_args(argv)
     args.portfolios = args.portfolios or (200 if args.quick else 1000)
