@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portfolio_state.kernels import EXPOSURE_TYPE_NAMES, PositionStatus
+from portfolio_state.kernels import PositionStatus
 from portfolio_state.kernels.enums import PF_LONG_ONLY
 from portfolio_state.persistence.changes import ChangeSet, Exposures, Positions, States
 

@@ -4,7 +4,6 @@ into a time-weighted index; volatility, Sharpe, drawdown, beta and alpha from co
 the same numbers after a replay of the journal and after a checkpoint."""
 import math
 import statistics
-import time
 
 import msgspec
 import pytest
@@ -57,7 +56,7 @@ def _reference() -> dict:
     r3 = dietz(v2, v3, 0)                               # today so far
     days = [r0, r1, r2]
     idx = (1 + r0) * (1 + r1) * (1 + r2)
-    peaks, peak, mdd, i = [], 1.0, 0.0, 1.0
+    peak, mdd, i = 1.0, 0.0, 1.0
     for r in days:
         i *= 1 + r
         peak = max(peak, i)
