@@ -152,8 +152,8 @@ class EventBuilder:
                 tuple(q.data for q in names), tuple(q.offs for q in names), keys, vals, ends)
         ev_end = np.empty(len(ps), np.int64)
         w = encode_events_nb(self._buf, ev_end, *args)
-        if w < 0:  # the buffer was too small (first large flush): grow it and write again
-            self._buf = np.empty(2 * -w, np.uint8)
+        while w < 0:  # the buffer was too small (a flush larger than any before): grow it, write again
+            self._buf = np.empty(max(2 * -w, 2 * len(self._buf)), np.uint8)
             w = encode_events_nb(self._buf, ev_end, *args)
         buf, ids, lo, out = self._buf, book.portfolio_ids.ids, 0, []
         for p, hi in zip(ps.tolist(), ev_end.tolist()):
@@ -161,6 +161,12 @@ class EventBuilder:
             lo = hi
         self.count += len(out)
         return out
+
+    def prepare(self) -> None:
+        """Encode every id and name the book holds now (at start, before requests are served), so
+        the first flush does not: ~0.3 s per million positions."""
+        self._fit()
+        self._sync_pools()
 
     def _sync_pools(self) -> list[Pool]:
         """The encoded ids and names the events carry: portfolio, slot, instrument, then the four
@@ -279,7 +285,9 @@ def encode_events_nb(buf, ev_end, ps, seqs, portfolios, pid_data, pid_offs, run,
                      positions, total, slot_data, slot_offs, name_data, name_offs, keys, vals, ends):  # pragma: no cover
     """The msgpack bytes of one ``PortfolioStateUpdatedEvent`` per portfolio of ``ps`` (ascending),
     each ending at ev_end[e], exactly as msgspec encodes the Structs. Returns the bytes written, or
-    minus a size ``buf`` must reach when it is too small (nothing is changed but ``buf``).
+    minus a size ``buf`` must at least reach when it is too small (then only ``buf`` and ``ev_end``
+    were written to, and the caller grows ``buf`` and calls again: the size covers the events up to
+    the first that did not fit, and ~1 KiB for each after it).
 
     seqs: the events' sequence numbers; run: the run's id (ASCII), event_id = run-portfolio-sequence;
     now_ns: the events' timestamp (ISO, to the millisecond); last_updated: updated_ns, to the microsecond.

@@ -376,22 +376,25 @@ class Server:
             self._flush_pending = True
             asyncio.get_running_loop().call_later(max(delay, 0.0), self._flush_events)
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, serve_first: bool = True) -> None:
         if self.router.closed:  # a flush still scheduled when the server closed
             return
-        if not self._draining:
+        if serve_first and not self._draining:
             # Requests first. A backlog is worked off by a run of flushes: the loop's timers count whole
             # milliseconds, so the budget's waits under half of one are none, and without a yield the run held
             # this core for ~3 ms while ZeroMQ's I/O thread, woken onto it, waited to hand over the
             # requests that had come in (p99 3 ms at 100,000 updates/s). Give the core up for that
-            # thread, then serve what it delivered; _flush_pending stays set, so the drain leaves this
-            # flush to run next. An ack waits for one flush at most.
+            # thread, then serve what it delivered (with _flush_pending set, so the drain schedules no
+            # other flush). An ack waits for one flush at most.
             os.sched_yield()
             if self._is_durable() and self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._flush_pending = True
                 self._drain()
         if not self._is_durable():
+            # events show durable state only: this flush runs when the sync in flight lands, and then
+            # serves nothing first (a write served then would put it off again, as long as writes came)
             self._flush_pending = True
-            self._when_durable(self._flush_events)
+            self._when_durable(self._flush_durable)
             return
         self._flush_pending = False
         t0 = time.perf_counter()
@@ -402,6 +405,9 @@ class Server:
         self._flush_cost = time.perf_counter() - t0
         if self.engine.events.backlog:  # portfolios left for the next flush: come back even if no input does
             self._events_due()
+
+    def _flush_durable(self) -> None:
+        self._flush_events(serve_first=False)
 
     def _publish(self, events) -> None:
         for topic, body in events:
@@ -607,6 +613,8 @@ def run(settings: Settings) -> int:
         return 4
     if settings.journal.data_dir:
         engine.as_of_hook = lambda pid, ns, req: state_as_of(settings, pid, ns, req)
+    if engine.events_on:
+        engine.events.prepare()  # the recovered book's ids, encoded for events before anything is served
     warm_up()
     gc.freeze()  # what recovery and warm-up built lives for good: keep it out of every collection
     server = Server(settings, engine)

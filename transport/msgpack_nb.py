@@ -24,26 +24,31 @@ class Pool:
     def __init__(self, names: list[str]):
         self.names = names
         self.data = np.zeros(1024, np.uint8)
-        self.offs = np.zeros(1, np.int64)
+        self.offs = np.zeros(1024, np.int64)  # offs[: n + 1] in use; both arrays double when full
         self.n = 0
 
     def sync(self) -> None:
-        names = self.names
-        if len(names) == self.n:
+        names, n = self.names, self.n
+        if len(names) == n:
             return
         enc = msgspec.msgpack.encode
-        new = [enc(s) for s in names[self.n:]]
-        ends = self.offs[self.n] + np.cumsum([len(b) for b in new], dtype=np.int64)
+        new = [enc(s) for s in names[n:]]
+        ends = self.offs[n] + np.cumsum([len(b) for b in new], dtype=np.int64)
         end = int(ends[-1])
-        if end > len(self.data):
-            self.data = np.concatenate([self.data, np.zeros(max(end, 2 * len(self.data)) - len(self.data), np.uint8)])
-        self.data[int(self.offs[self.n]):end] = np.frombuffer(b"".join(new), np.uint8)
-        self.offs = np.concatenate([self.offs, ends])
+        self.data = _room(self.data, end)
+        self.offs = _room(self.offs, len(names) + 1)
+        self.data[int(self.offs[n]):end] = np.frombuffer(b"".join(new), np.uint8)
+        self.offs[n + 1:len(names) + 1] = ends
         self.n = len(names)
 
-    @property
-    def longest(self) -> int:
-        return int(np.diff(self.offs).max()) if self.n else 0
+
+def _room(a: np.ndarray, size: int) -> np.ndarray:
+    """``a``, or a longer copy (room for half as much again, at least double) when it is shorter than ``size``."""
+    if size <= len(a):
+        return a
+    out = np.zeros(max(size + size // 2, 2 * len(a)), a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def literals(*values) -> tuple[np.ndarray, np.ndarray]:

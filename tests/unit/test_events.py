@@ -249,3 +249,31 @@ def test_every_event_is_the_book_at_the_flush_in_the_bytes_msgspec_writes():
     assert checked > 300 and len(eb._buf) > 8
     assert seen == {"types": {"OPEN", "INCREASE", "DECREASE", "CLOSE", "REVERSE", "STATUS"}, "over 15": True,
                     "inf": True, "long name": True}
+
+
+def test_a_flush_that_outgrows_the_buffer_more_than_once_still_writes_every_event():
+    """Two small events, then one of 200 positions, into an 8-byte buffer: the first estimate of the
+    size needed covers the small ones only, so the buffer grows again; every event decodes whole."""
+    book = make_book(n_portfolios=3)
+    eb = EventBuilder(book)
+    eb._buf = np.empty(8, np.uint8)
+    buy(book, eb, 0)
+    buy(book, eb, 1)
+    for i in range(200):
+        buy(book, eb, 2, f"pos-{i}")
+    events = eb.flush()
+    assert [t for t, _ in events] == [b"P0", b"P1", b"P2"]
+    decoded = [DEC.decode(body) for _, body in events]
+    assert [len(e.position_changes) for e in decoded] == [1, 1, 200]
+    assert all(msgspec.msgpack.encode(e) == body for e, (_, body) in zip(decoded, events))
+
+
+def test_prepare_encodes_every_id_the_book_holds_before_the_first_flush():
+    book = make_book(n_portfolios=3)
+    eb = EventBuilder(book)
+    buy(book, eb, 0)
+    eb.prepare()
+    names = (book.portfolio_ids.ids, book.slot_ids, book.instrument_ids.ids, book.sector_ids.ids,
+             book.country_ids.ids, book.currency_ids.ids, book.asset_class_ids.ids)
+    assert [p.n for p in eb._pools] == [len(x) for x in names] and all(p.n for p in eb._pools)
+    assert set(flush(eb)) == {"P0"}
