@@ -133,9 +133,8 @@ def psql_admin(sql: str) -> None:
 def daemon_run(tmp: str, sink_args: list[str], seconds: float, rate: int) -> dict:
     """One daemon; build a book of 1,000 portfolios x 20 positions; offer `rate` updates/s open loop."""
     import zmq
-    from hdrh.histogram import HdrHistogram
 
-    from perf.loadgen import zmq_open_loop
+    from perf.loadgen import histogram, zmq_open_loop
     from perf.servers import free_port
     from portfolio_state.transport.client import Client, _Builders
 
@@ -200,9 +199,7 @@ def daemon_run(tmp: str, sink_args: list[str], seconds: float, rate: int) -> dic
                                                   drain_s=15.0)
         stop.set()
         sampler.join()
-        hist = HdrHistogram(1, 60_000_000, 3)
-        for x in (lat // 1000).tolist():
-            hist.record_value(max(1, x))
+        hist = histogram(lat)
         got = len(lat)
         with Client(ep, timeout=10) as mon:
             m = mon.metrics()
