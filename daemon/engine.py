@@ -37,7 +37,7 @@ from portfolio_state.transport.codec import Codec
 
 from portfolio_state.analytics.performance import PerformanceBook, day_of
 
-from . import queries
+from . import queries, replies
 from .book import Book, BookError, Capacity
 from .config import Settings
 from .events import EventBuilder
@@ -132,7 +132,8 @@ class Engine:
                 if r.digest is not None:  # record the key's result, rejections included: as the msgpack
                     # bytes just sent when they are msgpack (no second encoding, a checkpoint writes
                     # them as they are, and bytes weigh far less than the reply's object tree)
-                    self.window.put(r.cmd.key, r.digest, r.reply if r.is_json else Encoded(data))
+                    self.window.put(r.cmd.key, r.digest, r.reply if r.is_json or isinstance(r.reply, Encoded)
+                                    else Encoded(data))
                 out.append((envelope, data))
             elif isinstance(r, _Replay):
                 out.append((envelope, self._encode(r.first.reply, r.is_json)))
@@ -209,6 +210,10 @@ class Engine:
         self.window.put_many(key, zip(digest, replies))
 
     def _encode(self, reply, is_json: bool) -> bytes:
+        if isinstance(reply, Encoded):  # written as msgpack already (daemon/replies.py)
+            if not is_json:
+                return reply.data
+            reply = reply.build()
         try:
             return self.codec.encode(reply, is_json)
         except Exception:  # a reply we cannot encode is our bug: say so, keep serving
@@ -271,16 +276,31 @@ class Engine:
         n = 0
         book.alloc_log = allocs = []
         try:
-            for it in run:
-                it.lo = n
+            i, end = 0, len(run)
+            while i < end:
+                it = run[i]
                 cmd = it.cmd
+                if type(cmd) is m.PositionUpdateRequest:  # consecutive single updates: their rows in one go
+                    j = i + 1
+                    while j < end and type(run[j].cmd) is m.PositionUpdateRequest:
+                        j += 1
+                    c, r = self._rows([x.cmd for x in run[i:j]])
+                    for x in run[i:j]:
+                        x.lo = n
+                        n += 1
+                        x.hi = n
+                    cols.append(c)
+                    pre.append(r)
+                    i = j
+                    continue
+                i += 1
+                it.lo = n
                 try:
                     if isinstance(cmd, m.PositionUpdateColumns):
                         c = self._columns(cmd)
                         pre.append(np.zeros(len(c[0]), np.int32))
                     else:
-                        rows = [cmd] if isinstance(cmd, m.PositionUpdateRequest) else cmd.updates
-                        c, r = self._rows(rows)
+                        c, r = self._rows(cmd.updates)
                         pre.append(r)
                 except _BadColumns as e:
                     it.reply = _err("INVALID", cmd.key, str(e))
@@ -306,10 +326,20 @@ class Engine:
             if not self._append([(self._recv_ns, RUN, payload)], [it for it in run if it.reply is None]):
                 return
         runctx = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, pre_reason)
+        reasons = runctx.out["reason"]
+        fast = []  # accepted single updates answered in msgpack: their replies written in one compiled call
         for it in run:
             if it.reply is None:
+                if type(it.cmd) is m.PositionUpdateRequest and not it.is_json and reasons[it.lo] == 0:
+                    fast.append(it)
+                    continue
                 it.reply = _Lazy(runctx, it.cmd.key, it.lo, it.hi, _TYPE[type(it.cmd)],
                                  bool(getattr(it.cmd, "detail", False))).build()
+        if fast:
+            data = replies.encode_updates(runctx, np.array([it.lo for it in fast], np.int64),
+                                          [it.cmd.key for it in fast], self.events.pools())
+            for it, d in zip(fast, data):
+                it.reply = Encoded(d)
 
     def _apply_run(self, kind, portfolio, slot, qty, price, fee, ts, pre_reason) -> "_Run":
         n = len(kind)
@@ -334,37 +364,38 @@ class Engine:
         return _Run(self.book, slot, out, exp_out, ms)
 
     def _rows(self, rows):
+        """Kernel columns and pre-rejections (reason per row, 0 = to the kernel) of PositionUpdate rows.
+        Ids are looked up column by column; only a position seen for the first time goes through
+        ``Book.slot`` (which allocates it), in row order."""
         book = self.book
-        n = len(rows)
-        kind = np.empty(n, np.int8)
-        portfolio = np.empty(n, np.int32)
-        slot = np.zeros(n, np.int32)
-        qty = np.empty(n, np.float64)
-        price = np.empty(n, np.float64)
-        fee = np.empty(n, np.float64)
-        ts = np.empty(n, np.int64)
-        pre = np.zeros(n, np.int32)
-        pidx = book.portfolio_ids.index
-        iidx = book.instrument_ids.index
-        for j, u in enumerate(rows):
-            p = pidx.get(u.portfolio_id, -1)
-            k = iidx.get(u.instrument_id, -1)
-            kind[j] = KIND[u.transaction_type]
-            portfolio[j] = p
-            qty[j] = u.quantity_change
-            price[j] = u.price
-            fee[j] = u.fee
-            ts[j] = u.timestamp if u.timestamp is not None else self._recv_ns
-            if p < 0:
-                pre[j] = Reason.UNKNOWN_PORTFOLIO
-            elif k < 0:
-                pre[j] = Reason.UNKNOWN_INSTRUMENT
+        pget = book.portfolio_ids.index.get
+        iget = book.instrument_ids.index.get
+        sget = book.slot_index.get
+        p_l = [pget(u.portfolio_id, -1) for u in rows]
+        k_l = [iget(u.instrument_id, -1) for u in rows]
+        portfolio = np.array(p_l, np.int32)
+        inst = np.array(k_l, np.int32)
+        slot = np.array([sget((p, u.position_id), -1) for p, u in zip(p_l, rows)], np.int32)
+        kind = np.array([KIND[u.transaction_type] for u in rows], np.int8)
+        qty = np.array([u.quantity_change for u in rows], np.float64)
+        price = np.array([u.price for u in rows], np.float64)
+        fee = np.array([u.fee for u in rows], np.float64)
+        now = self._recv_ns
+        ts = np.array([now if u.timestamp is None else u.timestamp for u in rows], np.int64)
+        pre = np.where(portfolio < 0, Reason.UNKNOWN_PORTFOLIO,
+                       np.where(inst < 0, Reason.UNKNOWN_INSTRUMENT, 0)).astype(np.int32)
+        known = slot >= 0
+        if known.any():  # a known position keeps its instrument
+            held = book.a.positions["instrument"][np.where(known, slot, 0)]
+            pre[known & (pre == 0) & (held != inst)] = Reason.INSTRUMENT_MISMATCH
+        new = np.flatnonzero(~known & (pre == 0))
+        for j in new.tolist():  # first use of a position id: allocate, in row order
+            s = book.slot(p_l[j], rows[j].position_id, k_l[j])
+            if s < 0:
+                pre[j] = -s
             else:
-                s = book.slot(p, u.position_id, k)
-                if s < 0:
-                    pre[j] = -s
-                else:
-                    slot[j] = s
+                slot[j] = s
+        slot[pre != 0] = 0
         return (kind, portfolio, slot, qty, price, fee, ts), pre
 
     def _columns(self, cmd: m.PositionUpdateColumns):

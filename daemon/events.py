@@ -168,6 +168,10 @@ class EventBuilder:
         self._fit()
         self._sync_pools()
 
+    def pools(self) -> list[Pool]:
+        """The encoded ids and names, synced with the book (replies to single updates use them too)."""
+        return self._sync_pools()
+
     def _sync_pools(self) -> list[Pool]:
         """The encoded ids and names the events carry: portfolio, slot, instrument, then the four
         category axes; new ids encoded once, here."""

@@ -43,6 +43,7 @@ from hdrh.histogram import HdrHistogram
 
 from portfolio_state.persistence import syncthread
 from portfolio_state.persistence.journal import JournalError
+from portfolio_state.transport.frames import recv_message, send_message
 
 from . import ckptfork
 from .config import Settings
@@ -163,7 +164,7 @@ class Server:
         t0 = time.perf_counter_ns()
         try:
             while len(frames) < limit:
-                msg = router.recv_multipart(zmq.NOBLOCK)
+                msg = recv_message(router)
                 frames.append((msg[:-1], msg[-1]))
         except zmq.Again:
             pass
@@ -184,9 +185,8 @@ class Server:
     def _send(self, replies, t0: int, n: int) -> None:
         router = self.router
         for envelope, body in replies:
-            envelope.append(body)
             try:
-                router.send_multipart(envelope, zmq.NOBLOCK)
+                send_message(router, envelope, body)
             except zmq.Again:  # the client stopped reading; ROUTER cannot queue for it
                 pass
         self.latency.record_value(max(1, (time.perf_counter_ns() - t0) // 1000), n)
@@ -418,7 +418,7 @@ class Server:
     def _publish(self, events) -> None:
         for topic, body in events:
             try:
-                self.pub.send_multipart([topic, body], zmq.NOBLOCK)
+                send_message(self.pub, (topic,), body)
             except zmq.Again:
                 self.dropped_events += 1
 
