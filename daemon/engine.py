@@ -112,18 +112,30 @@ class Engine:
         for i, (_, body) in enumerate(frames):
             replies[i] = self._admit(i, body, items, seen)
         run: list[_Item] = []
+        flows: list[_Item] = []
         for it in items:
             if isinstance(it.cmd, TRADE_CMDS):
+                if flows:
+                    self._cash_flows(flows, replay)
+                    flows = []
                 run.append(it)
                 continue
             if run:
                 self._trades(run, replay)
                 run = []
+            if type(it.cmd) is m.CashFlowRequest:
+                flows.append(it)
+                continue
+            if flows:
+                self._cash_flows(flows, replay)
+                flows = []
             if not replay and _journaled(it.cmd) and not self._append([(recv_ns, COMMAND, it.body)], [it]):
                 continue
             self._single(it)
         if run:
             self._trades(run, replay)
+        if flows:
+            self._cash_flows(flows, replay)
         out = []
         for i, (envelope, _) in enumerate(frames):
             r = replies[i]
@@ -416,6 +428,56 @@ class Engine:
             raise _BadColumns("columns differ in length")
         return kind, portfolio, slot, qty, price, fee, ts
 
+    # ------------------------------------------------------------------ cash flows
+    def _cash_flows(self, run: list[_Item], replay: bool = False) -> None:
+        """Consecutive cash flows: journaled in one write (a COMMAND record each, as any command),
+        applied in one kernel call, in order (a withdrawal sees the deposit before it), answered
+        as ``_dispatch`` would answer each alone."""
+        if not replay and not self._append([(self._recv_ns, COMMAND, it.body) for it in run], run):
+            return
+        book = self.book
+        rows = []  # (item, portfolio, currency)
+        for it in run:
+            cmd = it.cmd
+            p = book.portfolio_ids.get(cmd.portfolio_id)
+            if p < 0:
+                it.reply = _err("UNKNOWN_PORTFOLIO", cmd.key)
+                continue
+            try:
+                rows.append((it, p, book.currency(cmd.currency)))
+            except BookError as e:
+                it.reply = _err(e.code, cmd.key, e.message)
+        if not rows:
+            return
+        try:
+            now = self._recv_ns
+            cmds = [it.cmd for it, _, _ in rows]
+            out = book.apply_cash_flows(
+                np.array([p for _, p, _ in rows], np.int32), np.array([c for _, _, c in rows], np.int32),
+                np.array([FLOW[c.flow_type] for c in cmds], np.int8), np.array([c.amount for c in cmds], np.float64),
+                np.array([c.timestamp or now for c in cmds], np.int64))
+        except Exception:  # a bug must not take the daemon down with it, nor be recorded as the keys' result
+            log.exception("cash flows failed: %r", [it.cmd for it, _, _ in rows])
+            for it, _, _ in rows:
+                it.reply = _err("INTERNAL", it.cmd.key)
+                it.digest = None
+            return
+        for (it, p, _), (reason, amount, cash, impact) in zip(
+                rows, zip(*(out[f].tolist() for f in ("reason", "amount", "cash", "cash_impact")))):
+            cmd = it.cmd
+            if reason:
+                it.reply = _err(REASON_NAMES[reason], cmd.key)
+                continue
+            self.events.touch(p)
+            if cmd.flow_type in ("DEPOSIT", "WITHDRAWAL"):  # external: not performance
+                self.perf.flow(p, impact)
+            if self.capture is not None:
+                self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, amount, cmd.currency,
+                                                cmd.flow_type, cmd.description, cmd.timestamp or now))
+            it.reply = m.Ack(cmd.key, {"cash_flow_id": cmd.cash_flow_id, "portfolio_id": cmd.portfolio_id,
+                                       "currency": cmd.currency, "amount": cents(amount), "cash": cents(cash),
+                                       "cash_impact": cents(impact)})
+
     # ------------------------------------------------------------------ other commands
     def _single(self, it: _Item) -> None:
         cmd = it.cmd
@@ -431,25 +493,6 @@ class Engine:
     def _dispatch(self, cmd):
         book = self.book
         match cmd:
-            case m.CashFlowRequest():
-                p = book.portfolio_ids.get(cmd.portfolio_id)
-                if p < 0:
-                    return _err("UNKNOWN_PORTFOLIO", cmd.key)
-                c = book.currency(cmd.currency)
-                out = book.apply_cash_flows(np.array([p], np.int32), np.array([c], np.int32),
-                                            np.array([FLOW[cmd.flow_type]], np.int8), np.array([cmd.amount]),
-                                            np.array([cmd.timestamp or self._recv_ns], np.int64))[0]
-                if out["reason"]:
-                    return _err(REASON_NAMES[out["reason"]], cmd.key)
-                self.events.touch(p)
-                if cmd.flow_type in ("DEPOSIT", "WITHDRAWAL"):  # external: not performance
-                    self.perf.flow(p, int(out["cash_impact"]))
-                if self.capture is not None:
-                    self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, int(out["amount"]), cmd.currency,
-                                                    cmd.flow_type, cmd.description, cmd.timestamp or self._recv_ns))
-                return m.Ack(cmd.key, {"cash_flow_id": cmd.cash_flow_id, "portfolio_id": cmd.portfolio_id,
-                                       "currency": cmd.currency, "amount": cents(out["amount"]),
-                                       "cash": cents(out["cash"]), "cash_impact": cents(out["cash_impact"])})
             case m.PriceTicks():
                 idx = np.array([book.instrument_ids.get(t.instrument_id) for t in cmd.ticks], np.int32)
                 reason, n = book.apply_prices(idx, np.array([t.price for t in cmd.ticks], np.float64),

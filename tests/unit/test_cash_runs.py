@@ -1,0 +1,69 @@
+"""Consecutive cash flows in a batch are one journal write and one kernel call (Engine._cash_flows):
+replies, book and performance flows are those of the same commands one batch each."""
+import msgspec
+import numpy as np
+
+from portfolio_state.daemon.engine import Engine
+from portfolio_state.transport import messages as m
+from tests.bookfactory import make_book
+
+ENC = msgspec.msgpack.Encoder()
+DEC = msgspec.msgpack.Decoder(m.Reply)
+
+
+def flow(key, portfolio, amount, ccy="USD", kind="DEPOSIT", ts=None, json=False):
+    cmd = m.CashFlowRequest(key, f"cf-{key}", portfolio, amount, ccy, kind, timestamp=ts)
+    return ([b"id"], (msgspec.json.encode(cmd) if json else ENC.encode(cmd)))
+
+
+def trade(key, portfolio, qty):
+    return ([b"id"], ENC.encode(m.PositionUpdateRequest(key, portfolio, "a", "AAPL", qty, 190.0, "BUY")))
+
+
+FRAMES = [
+    flow("c1", "P0", 1000.0),
+    flow("c2", "P0", 2_500_000.0, kind="WITHDRAWAL"),   # more than P0 holds: cash may go negative
+    flow("c3", "NOPE", 5.0),                            # unknown portfolio
+    flow("c4", "P1", 250.5, ccy="EUR"),
+    flow("c5", "P1", 250.5, ccy="GBP"),                 # a currency the book first sees here, no FX rate
+    flow("c6", "P1", 100.0, kind="WITHDRAWAL", ccy="EUR"),  # sees c4's deposit
+    trade("t1", "P0", 3),                               # a trade ends the run
+    flow("c7", "P2", 12.34, kind="DIVIDEND", ts=123),
+    flow("c8", "P2", 1.0, kind="FEE", json=True),
+    flow("c1", "P0", 1000.0),                           # a retry of c1 in the same batch
+    flow("c9", "P0", 1e300),                            # out of range
+]
+
+
+def run(frames_per_batch):
+    eng = Engine(book=make_book())
+    out = []
+    for i in range(0, len(FRAMES), frames_per_batch):
+        out += [b for _, b in eng.handle(FRAMES[i:i + frames_per_batch], 1_000 + i)]
+    return eng, out
+
+
+def test_a_run_of_cash_flows_answers_and_applies_as_one_command_per_batch():
+    one, replies_one = run(1)
+    many, replies_many = run(len(FRAMES))
+    dec = [DEC.decode(b) if b[:1] != b"{" else msgspec.json.decode(b, type=m.Reply) for b in replies_many]
+    codes = [getattr(r, "code", "ok") for r in dec]
+    assert codes == ["ok", "ok", "UNKNOWN_PORTFOLIO", "ok", "NO_FX_RATE", "ok", "ok", "ok", "ok", "ok", "BAD_AMOUNT"]
+    assert dec[5].result["cash"] == 150.5  # c6 saw c4's deposit, in the same kernel call
+    assert dec[9] == dec[0]  # the retry gets the first reply
+    # the same replies as one command per batch (the trade's reply carries its own processing time)
+    strip = [i for i, f in enumerate(FRAMES) if f is not FRAMES[6]]
+    assert [replies_many[i] for i in strip] == [replies_one[i] for i in strip]
+    for name in ("portfolios", "cash", "positions"):
+        a, b = getattr(one.book.a, name), getattr(many.book.a, name)
+        if name == "portfolios":  # seqlock versions and times differ with the batching, not the money
+            for f in ("cash_base", "long_mv", "short_mv", "position_count"):
+                assert np.array_equal(a[f], b[f]), f
+        else:
+            assert np.array_equal(a, b) if a.dtype.names is None else all(
+                np.array_equal(a[f], b[f]) for f in a.dtype.names if f != "updated_ns")
+    # deposits and withdrawals are external flows for performance, dividends and fees are not
+    # (base cents: P0 USD; P1 USD, its EUR flows at 1.1)
+    assert many.perf.s["flows"][:3].tolist() == [100_000 - 250_000_000, 27_555 - 11_000, 0]
+    a, b = one.perf.s, many.perf.s
+    assert all(np.array_equal(a[f], b[f], equal_nan=a[f].dtype.kind == "f") for f in a.dtype.names)
