@@ -76,6 +76,10 @@ class PerformanceBook:
 
     def flow(self, p, cents) -> None:
         """External flows (arrays or scalars) into portfolios p."""
+        if isinstance(p, int):  # one cash flow: no arrays to build
+            self.fit(p + 1)
+            self.s["flows"][p] += cents
+            return
         p = np.atleast_1d(np.asarray(p, np.int64))
         if len(p):
             self.fit(int(p.max()) + 1)

@@ -43,7 +43,7 @@ from hdrh.histogram import HdrHistogram
 
 from portfolio_state.persistence import syncthread
 from portfolio_state.persistence.journal import JournalError
-from portfolio_state.transport.frames import recv_message, send_message
+from portfolio_state.transport.frames import readable, recv_message, send_message
 
 from . import ckptfork
 from .config import Settings
@@ -359,7 +359,7 @@ class Server:
                 "persisted_seq": self.sink.wb.persisted if self.sink else None, "uptime_s": full["uptime_s"]}
 
     def _rearm(self, sock, fn) -> None:
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and not self._drain_pending:
+        if readable(sock) and not self._drain_pending:
             self._drain_pending = True
             asyncio.get_running_loop().call_soon(fn)
 
@@ -392,7 +392,7 @@ class Server:
             # flush). An ack waits for one flush at most.
             if self._drains == self._drains_at_flush:
                 os.sched_yield()
-            if self._is_durable() and self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self._is_durable() and readable(self.router):
                 self._flush_pending = True
                 self._drain()
         if not self._is_durable():
@@ -438,7 +438,7 @@ class Server:
         if prices or rates:
             self.engine.apply_market(prices, rates, time.time_ns())
             self._events_due()
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if readable(sock):
             asyncio.get_running_loop().call_soon(self._on_feed, kind, sock)
 
     # --------------------------------------------------------------- metrics

@@ -1,7 +1,7 @@
 """Multipart messages on a non-blocking socket, without pyzmq's per-call Python layer.
 
 Owns: ``recv_message`` and ``send_message``, the server's receive and send of one whole
-multipart message (ROUTER requests and replies, PUB events).
+multipart message (ROUTER requests and replies, PUB events), and ``readable`` (a message waits).
 Runs on: the event-loop thread. Imports: zmq.
 
 Why: pyzmq's ``send_multipart`` checks each part's type in Python and builds an enum flag
@@ -25,6 +25,14 @@ _recv, _send, _get = _Compiled.recv, _Compiled.send, _Compiled.get
 _NB = int(zmq.NOBLOCK)
 _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def readable(sock) -> bool:
+    """A message waits to be received (ZMQ_EVENTS has POLLIN). Reading it also clears the edge of
+    the socket's file descriptor, which is why a loop woken by that descriptor asks after each send."""
+    return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
 def recv_message(sock) -> list[bytes]:

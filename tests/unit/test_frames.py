@@ -2,7 +2,7 @@
 import pytest
 import zmq
 
-from portfolio_state.transport.frames import recv_message, send_message
+from portfolio_state.transport.frames import readable, recv_message, send_message
 
 
 @pytest.fixture
@@ -48,3 +48,12 @@ def test_nothing_waiting_raises_again_and_a_reply_to_a_gone_peer_is_dropped(pair
     send_message(router, [b"no-such-peer", b"rid"], b"body")  # ROUTER drops it: no error, nothing sent
     with pytest.raises(zmq.Again):
         recv_message(router)
+
+
+def test_readable_says_whether_a_message_waits(pair):
+    router, dealer = pair
+    assert not readable(router)
+    dealer.send_multipart([b"rid", b"body"])
+    assert router.poll(2000) and readable(router)
+    recv_message(router)
+    assert not readable(router)
