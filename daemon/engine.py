@@ -8,8 +8,9 @@ transport, kernels.
 
 Order: commands apply in arrival order. Consecutive position updates (single,
 batch and column frames alike) are concatenated into one ``apply_trades_nb``
-call; any other command ends the run. Within a batch a repeated key is answered
-from its first occurrence.
+call, consecutive cash flows into one ``apply_cash_flows_nb`` call; any other
+command ends the run. Within a batch a repeated key is answered from its first
+occurrence.
 """
 from __future__ import annotations
 
