@@ -448,6 +448,10 @@ class Engine:
                 rows.append((it, p, book.currency(cmd.currency)))
             except BookError as e:
                 it.reply = _err(e.code, cmd.key, e.message)
+            except Exception:  # as _single: a bug answers INTERNAL and is not the key's result
+                log.exception("cash flow failed: %r", cmd)
+                it.reply = _err("INTERNAL", cmd.key)
+                it.digest = None
         if not rows:
             return
         try:
@@ -469,12 +473,18 @@ class Engine:
             if reason:
                 it.reply = _err(REASON_NAMES[reason], cmd.key)
                 continue
-            self.events.touch(p)
-            if cmd.flow_type in ("DEPOSIT", "WITHDRAWAL"):  # external: not performance
-                self.perf.flow(p, impact)
-            if self.capture is not None:
-                self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, amount, cmd.currency,
-                                                cmd.flow_type, cmd.description, cmd.timestamp or now))
+            try:
+                self.events.touch(p)
+                if cmd.flow_type in ("DEPOSIT", "WITHDRAWAL"):  # external: not performance
+                    self.perf.flow(p, impact)
+                if self.capture is not None:
+                    self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, amount, cmd.currency,
+                                                    cmd.flow_type, cmd.description, cmd.timestamp or now))
+            except Exception:  # applied, but its bookkeeping failed: a bug, answered as _single does
+                log.exception("cash flow bookkeeping failed: %r", cmd)
+                it.reply = _err("INTERNAL", cmd.key)
+                it.digest = None
+                continue
             it.reply = m.Ack(cmd.key, {"cash_flow_id": cmd.cash_flow_id, "portfolio_id": cmd.portfolio_id,
                                        "currency": cmd.currency, "amount": cents(amount), "cash": cents(cash),
                                        "cash_impact": cents(impact)})

@@ -16,6 +16,7 @@ correctly rounded quotient while |x| < 2**53.
 """
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 from numba import njit
 
@@ -43,7 +44,19 @@ _STd, _STo = literals(*STATUS_NAMES)
 _TYd, _TYo = literals(*EXPOSURE_TYPE_NAMES)
 _R_MAP, _P_MAP, _I_MAP, _X_MAP = (0x80 | n for n in (len(_R.__struct_fields__) + 1, len(_P.__struct_fields__),
                                                      len(_I.__struct_fields__), len(_X.__struct_fields__)))
-_FIXED = 1024  # bytes a reply needs beyond its key, ids and names (~420)
+
+
+def _fixed_bytes() -> int:
+    """Bytes a reply needs beyond its key's bytes and its pooled ids and names: msgspec's encoding
+    of a reply whose strings are all empty (each empty string's 1-byte header stands in for the
+    header its pooled entry carries), with the longest status and a timestamp, plus the 2 more bytes
+    a key's header can take (str16: a key is at most 128 characters, 512 bytes)."""
+    pos = _P("", "", 0.0, 0.0, 0.0, 0.0, 0.0, max(STATUS_NAMES, key=len), "2000-01-01T00:00:00.000000Z")
+    xs = [_X(t, "", 0.0, 0.0, 0.0) for t in EXPOSURE_TYPE_NAMES]
+    return len(msgspec.msgpack.encode(_R("", pos, _I(0.0, 0.0, 0.0, 0.0), xs, 0.0))) + 2
+
+
+_FIXED = _fixed_bytes()  # 953 bytes today
 
 
 def encode_updates(run, rows: np.ndarray, keys: list[str], pools) -> list[bytes]:
@@ -59,7 +72,7 @@ def encode_updates(run, rows: np.ndarray, keys: list[str], pools) -> list[bytes]
             key_data, key_offs, pools[1].data, pools[1].offs, tuple(q.data for q in names),
             tuple(q.offs for q in names))
     ends = np.empty(len(rows), np.int64)
-    buf = np.empty(len(rows) * _FIXED + len(key_data), np.uint8)
+    buf = np.empty(len(rows) * (_FIXED + 256) + len(key_data), np.uint8)  # ids and names of ~40 bytes fit
     w = encode_responses_nb(buf, ends, *args)
     while w < 0:
         buf = np.empty(max(-w, 2 * len(buf)), np.uint8)
@@ -88,7 +101,11 @@ def encode_responses_nb(buf, ends, rows, out, exp, slot, cats, price, mult, rati
     for e in range(n):
         j = rows[e]
         s = slot[j]
-        need = _FIXED + key_offs[e + 1] - key_offs[e] + slot_offs[s + 1] - slot_offs[s]
+        # an upper bound of this reply's size (the writers do not check buf's end): the instrument
+        # id is written twice, as the position's and as the INSTRUMENT exposure's category
+        k = cats[j, 0]
+        need = (_FIXED + key_offs[e + 1] - key_offs[e] + slot_offs[s + 1] - slot_offs[s]
+                + name_offs[0][k + 1] - name_offs[0][k])
         for t in range(5):
             i = cats[j, t]
             need += name_offs[t][i + 1] - name_offs[t][i]

@@ -24,6 +24,7 @@ Id50 = Annotated[str, Meta(min_length=1, max_length=50, pattern=_PRINTABLE)]
 Id100 = Annotated[str, Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
 Id20 = Annotated[str, Meta(min_length=1, max_length=20, pattern=_PRINTABLE)]
 Key = Annotated[str, Meta(min_length=1, max_length=128)]
+Ns = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # ns since the epoch, within int64 (a wider one is INVALID)
 Ccy = Annotated[str, Meta(pattern="^[A-Z]{3}$")]
 TransactionType = Literal["BUY", "SELL", "SHORT", "COVER", "ADJUST", "TRANSFER_IN", "TRANSFER_OUT", "SPLIT"]
 FlowType = Literal["DEPOSIT", "WITHDRAWAL", "DIVIDEND", "INTEREST", "FEE"]
@@ -49,7 +50,7 @@ class PositionUpdateRequest(Struct, tag="position_update", **_cmd):
     price: float
     transaction_type: TransactionType
     fee: float = 0.0
-    timestamp: Optional[int] = None  # ns since epoch; default: receive time
+    timestamp: Optional[Ns] = None  # ns since epoch; default: receive time
 
 
 class PositionUpdate(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True):
@@ -62,7 +63,7 @@ class PositionUpdate(Struct, gc=False, forbid_unknown_fields=True, omit_defaults
     price: float
     transaction_type: TransactionType
     fee: float = 0.0
-    timestamp: Optional[int] = None
+    timestamp: Optional[Ns] = None
 
 
 class PositionUpdateBatch(Struct, tag="position_update_batch", **_cmd):
@@ -112,7 +113,7 @@ class CashFlowRequest(Struct, tag="cash_flow", **_cmd):
     currency: Ccy
     flow_type: FlowType
     description: Annotated[str, Meta(max_length=255, pattern=_NO_NUL)] = ""
-    timestamp: Optional[int] = None
+    timestamp: Optional[Ns] = None
 
 
 class PriceTick(Struct, gc=False, array_like=True, forbid_unknown_fields=True):
@@ -123,7 +124,7 @@ class PriceTick(Struct, gc=False, array_like=True, forbid_unknown_fields=True):
 class PriceTicks(Struct, tag="prices", **_cmd):
     key: Key
     ticks: list[PriceTick]
-    timestamp: Optional[int] = None
+    timestamp: Optional[Ns] = None
 
 
 class FxRate(Struct, gc=False, array_like=True, forbid_unknown_fields=True):
@@ -134,7 +135,7 @@ class FxRate(Struct, gc=False, array_like=True, forbid_unknown_fields=True):
 class FxTicks(Struct, tag="fx", **_cmd):
     key: Key
     rates: list[FxRate]
-    timestamp: Optional[int] = None
+    timestamp: Optional[Ns] = None
 
 
 class Portfolio(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True):
@@ -191,7 +192,7 @@ class PortfolioStateRequest(Struct, tag="state", **_cmd):
     include_positions: bool = True
     include_exposures: bool = True
     include_performance: bool = False
-    as_of_timestamp: Optional[int] = None
+    as_of_timestamp: Optional[Ns] = None
 
 
 class ExposuresRequest(Struct, tag="exposures", **_cmd):

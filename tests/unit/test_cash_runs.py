@@ -67,3 +67,27 @@ def test_a_run_of_cash_flows_answers_and_applies_as_one_command_per_batch():
     assert many.perf.s["flows"][:3].tolist() == [100_000 - 250_000_000, 27_555 - 11_000, 0]
     a, b = one.perf.s, many.perf.s
     assert all(np.array_equal(a[f], b[f], equal_nan=a[f].dtype.kind == "f") for f in a.dtype.names)
+
+
+def test_a_journaled_run_of_cash_flows_replays_to_the_same_book_and_a_refused_write_applies_none(tmp_path):
+    from portfolio_state.persistence.journal import JournalWriter, read_records
+
+    live = Engine(book=make_book())
+    live.journal = JournalWriter(str(tmp_path / "j"), 1)
+    live.handle(FRAMES, 1_000)
+    live.journal.sync()
+    records = list(read_records(str(tmp_path / "j")))
+    assert len(records) == 10  # a COMMAND per cash flow (the retry of c1 is not one) and the trade's RUN
+    again = Engine(book=make_book())
+    again.replay(records)
+    for f in ("cash_base", "long_mv", "short_mv", "position_count"):
+        assert np.array_equal(live.book.a.portfolios[f], again.book.a.portfolios[f]), f
+    assert np.array_equal(live.book.a.cash, again.book.a.cash)
+    assert again.window.get("c4") is not None and again.window.get("c3") is not None  # rejections too
+
+    # a journal that refuses the run's write: every cash flow of the run gets its error, none applies
+    full = Engine(book=make_book())
+    full.journal = JournalWriter(str(tmp_path / "k"), 1, fault_enospc_after=100)
+    before = full.book.a.cash.copy()
+    codes = [DEC.decode(b).code for _, b in full.handle(FRAMES[:3], 2_000)]
+    assert codes == ["DISK_FULL"] * 3 and np.array_equal(full.book.a.cash, before)

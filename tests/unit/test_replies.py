@@ -123,3 +123,52 @@ def test_id_errors_in_a_run_of_single_frames_reject_only_their_own_row(checked):
                      "INSTRUMENT_MISMATCH", "LONG_ONLY_SHORT", None]
     assert out[7].updated_position.quantity == 3.0 and out[4].updated_position.instrument_id == "MSFT"
     assert checked["replies"] == 3
+
+
+def test_long_astral_ids_and_keys_fit_the_size_bound_and_match_msgspec(checked, monkeypatch):
+    calls = []
+    real_nb = replies.encode_responses_nb
+
+    def spy(buf, ends, *args):
+        calls.append(args)
+        return real_nb(buf, ends, *args)
+
+    monkeypatch.setattr(replies, "encode_responses_nb", spy)
+    book = make_book(n_portfolios=3)
+    inst = "\U0001F600" * 20           # 20 characters, 80 bytes of UTF-8
+    sector = "\U0001F4C8" * 100        # the longest category, 400 bytes
+    book.upsert_instrument(inst, "EUR", sector, "D" * 100, "EQUITY")
+    k = book.instrument_ids.get(inst)
+    book.apply_prices(np.array([k], np.int32), np.array([50.0]), np.array([1], np.int64))
+    eng = Engine(book=book)
+    eng.events_on = False
+    key = "\U0001F511" * 128           # the longest key, 512 bytes: a str16 header
+    position = "\U0001F4BC" * 100
+    out = eng.handle([frame(key, "P2", position, inst, 3, 50.5, "BUY", ts=2**63 - 1)], 7)
+    body = out[0][1]
+    r = DEC.decode(body)
+    assert r.key == key and r.updated_position.position_id == position and checked["replies"] == 1
+    assert r.updated_position.last_updated == "2262-04-11T23:47:16.854775Z"
+    enc = msgspec.msgpack.encode
+    names = (enc(inst), enc(sector), enc("D" * 100), enc("EUR"), enc("EQUITY"))
+    bound = replies._FIXED + len(key.encode()) + len(enc(position)) + len(names[0]) + sum(len(x) for x in names)
+    assert len(body) <= bound < len(body) + 64
+    # the writer's own bound: given any buffer, it writes the whole reply inside it or refuses
+    # (returns minus a size), never past its end (the bytes after the view stay untouched)
+    for size in range(len(body) - 3, bound + 3):
+        big = np.full(size + 4096, 0xEE, np.uint8)
+        w = real_nb(big[:size], np.empty(1, np.int64), *calls[-1])
+        assert (big[size:] == 0xEE).all(), size
+        assert w < 0 or big[:w].tobytes() == body
+        assert (w < 0) == (size < bound), (size, w)  # refuses exactly below the bound (the one above)
+
+
+@pytest.mark.parametrize("ts", [-1, 2**63, 2**64 - 1])
+def test_a_timestamp_outside_int64_nanoseconds_is_invalid_and_allocates_nothing(ts):
+    eng = engine()
+    slots = len(eng.book.slot_ids)
+    for f in (frame("t1", "P0", "fresh", "AAPL", 1, 190, "BUY", ts=ts),
+              ([b"id"], ENC.encode(m.CashFlowRequest("t2", "cf", "P0", 5.0, "USD", "DEPOSIT", timestamp=ts)))):
+        r = DEC.decode(eng.handle([f], 9)[0][1])
+        assert isinstance(r, m.ErrorReply) and r.code == "INVALID" and "timestamp" in r.message
+    assert len(eng.book.slot_ids) == slots and (0, "fresh") not in eng.book.slot_index
