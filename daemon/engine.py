@@ -57,6 +57,14 @@ def _err(code: str, key: str | None = None, message: str | None = None) -> m.Err
     return m.ErrorReply(code=code, message=message or MESSAGES.get(code, code), key=key)
 
 
+def _internal(it, what: str) -> None:
+    """A bug while executing ``it``: logged, answered INTERNAL, and not recorded as the key's
+    result (its digest dropped, so a retry runs again). The daemon keeps serving."""
+    log.exception("%s failed: %r", what, it.cmd)
+    it.reply = _err("INTERNAL", getattr(it.cmd, "key", None))
+    it.digest = None
+
+
 class _Item:
     """One decoded command of the batch, waiting for its reply."""
 
@@ -432,8 +440,8 @@ class Engine:
     # ------------------------------------------------------------------ cash flows
     def _cash_flows(self, run: list[_Item], replay: bool = False) -> None:
         """Consecutive cash flows: journaled in one write (a COMMAND record each, as any command),
-        applied in one kernel call, in order (a withdrawal sees the deposit before it), answered
-        as ``_dispatch`` would answer each alone."""
+        applied in one kernel call, in order (a withdrawal sees the deposit before it), each
+        answered as it would be alone."""
         if not replay and not self._append([(self._recv_ns, COMMAND, it.body) for it in run], run):
             return
         book = self.book
@@ -448,10 +456,8 @@ class Engine:
                 rows.append((it, p, book.currency(cmd.currency)))
             except BookError as e:
                 it.reply = _err(e.code, cmd.key, e.message)
-            except Exception:  # as _single: a bug answers INTERNAL and is not the key's result
-                log.exception("cash flow failed: %r", cmd)
-                it.reply = _err("INTERNAL", cmd.key)
-                it.digest = None
+            except Exception:
+                _internal(it, "cash flow")
         if not rows:
             return
         try:
@@ -461,11 +467,9 @@ class Engine:
                 np.array([p for _, p, _ in rows], np.int32), np.array([c for _, _, c in rows], np.int32),
                 np.array([FLOW[c.flow_type] for c in cmds], np.int8), np.array([c.amount for c in cmds], np.float64),
                 np.array([c.timestamp or now for c in cmds], np.int64))
-        except Exception:  # a bug must not take the daemon down with it, nor be recorded as the keys' result
-            log.exception("cash flows failed: %r", [it.cmd for it, _, _ in rows])
+        except Exception:
             for it, _, _ in rows:
-                it.reply = _err("INTERNAL", it.cmd.key)
-                it.digest = None
+                _internal(it, "cash flow")
             return
         for (it, p, _), (reason, amount, cash, impact) in zip(
                 rows, zip(*(out[f].tolist() for f in ("reason", "amount", "cash", "cash_impact")))):
@@ -480,10 +484,8 @@ class Engine:
                 if self.capture is not None:
                     self.capture.cash_flows.append((cmd.cash_flow_id, cmd.portfolio_id, amount, cmd.currency,
                                                     cmd.flow_type, cmd.description, cmd.timestamp or now))
-            except Exception:  # applied, but its bookkeeping failed: a bug, answered as _single does
-                log.exception("cash flow bookkeeping failed: %r", cmd)
-                it.reply = _err("INTERNAL", cmd.key)
-                it.digest = None
+            except Exception:  # applied, but its bookkeeping failed
+                _internal(it, "cash flow bookkeeping")
                 continue
             it.reply = m.Ack(cmd.key, {"cash_flow_id": cmd.cash_flow_id, "portfolio_id": cmd.portfolio_id,
                                        "currency": cmd.currency, "amount": cents(amount), "cash": cents(cash),
@@ -496,10 +498,8 @@ class Engine:
             it.reply = self._dispatch(cmd)
         except BookError as e:
             it.reply = _err(e.code, getattr(cmd, "key", None), e.message)
-        except Exception:  # a bug must not take the daemon down with it, nor be recorded as the key's result
-            log.exception("command failed: %r", cmd)
-            it.reply = _err("INTERNAL", getattr(cmd, "key", None))
-            it.digest = None
+        except Exception:
+            _internal(it, "command")
 
     def _dispatch(self, cmd):
         book = self.book

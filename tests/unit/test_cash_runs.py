@@ -91,3 +91,31 @@ def test_a_journaled_run_of_cash_flows_replays_to_the_same_book_and_a_refused_wr
     before = full.book.a.cash.copy()
     codes = [DEC.decode(b).code for _, b in full.handle(FRAMES[:3], 2_000)]
     assert codes == ["DISK_FULL"] * 3 and np.array_equal(full.book.a.cash, before)
+
+
+def test_a_bug_in_a_cash_flow_run_answers_internal_and_a_retry_runs_again(monkeypatch):
+    eng = Engine(book=make_book())
+    real = eng.book.apply_cash_flows
+
+    def broken(*a):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(eng.book, "apply_cash_flows", broken)
+    frames = [flow("b1", "P0", 10.0), flow("b2", "P0", 20.0)]
+    assert [DEC.decode(b).code for _, b in eng.handle(frames, 5)] == ["INTERNAL", "INTERNAL"]
+    assert eng.window.get("b1") is None  # not the key's result
+    monkeypatch.setattr(eng.book, "apply_cash_flows", real)
+    r = [DEC.decode(b) for _, b in eng.handle(frames, 6)]
+    assert [x.result["amount"] for x in r] == [10.0, 20.0]
+
+    # a bug in the bookkeeping after the kernel: that command answers INTERNAL, the others not
+    calls = []
+
+    def touch(p):
+        calls.append(p)
+        if len(calls) == 1:
+            raise RuntimeError("another bug")
+
+    monkeypatch.setattr(eng.events, "touch", touch)
+    out = [DEC.decode(b) for _, b in eng.handle([flow("b3", "P0", 1.0), flow("b4", "P1", 2.0)], 7)]
+    assert getattr(out[0], "code", None) == "INTERNAL" and out[1].result["amount"] == 2.0
