@@ -55,7 +55,7 @@ class EventBuilder:
         self._cursor = 0                          # round robin: the next flush starts at this portfolio
         self._total = np.zeros(0)                 # per portfolio: total_value at this flush (those reported)
         self.backlog = 0                          # changed portfolios left for the next flush
-        self._pools = [Pool([]) for _ in range(7)]  # encoded ids and names (see _sync_pools)
+        self._pools = [Pool([]) for _ in range(7)]  # encoded ids and names (see pools)
         self._buf = np.empty(1 << 16, np.uint8)   # the flush's encoded events, grown when one does not fit
         self.run = os.urandom(4).hex()            # event_id = run-portfolio-sequence
         self._run_id = np.frombuffer(self.run.encode(), np.uint8)
@@ -145,7 +145,7 @@ class EventBuilder:
         if self._touched:
             self._touched.difference_update(ps.tolist())
         self.seq[ps] += 1
-        pools = self._sync_pools()
+        pools = self.pools()
         names = (pools[2], pools[3], pools[4], pools[5], pools[6])  # INSTRUMENT .. ASSET_CLASS
         args = (ps, self.seq[ps], a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
                 ds, old_q, a.positions, self._total, pools[1].data, pools[1].offs,
@@ -164,17 +164,13 @@ class EventBuilder:
 
     def prepare(self) -> None:
         """Encode every id and name the book holds now (at start, before requests are served), so
-        the first flush does not: ~0.2 s per million positions."""
+        the first flush or single-update reply does not: ~0.2 s per million positions."""
         self._fit()
-        self._sync_pools()
+        self.pools()
 
     def pools(self) -> list[Pool]:
-        """The encoded ids and names, synced with the book (replies to single updates use them too)."""
-        return self._sync_pools()
-
-    def _sync_pools(self) -> list[Pool]:
-        """The encoded ids and names the events carry: portfolio, slot, instrument, then the four
-        category axes; new ids encoded once, here."""
+        """The encoded ids and names the events (and the replies to single updates) carry:
+        portfolio, slot, instrument, then the four category axes; new ids encoded once, here."""
         book = self.book
         lists = (book.portfolio_ids.ids, book.slot_ids, book.instrument_ids.ids, book.sector_ids.ids,
                  book.country_ids.ids, book.currency_ids.ids, book.asset_class_ids.ids)

@@ -619,8 +619,9 @@ def run(settings: Settings) -> int:
         return 4
     if settings.journal.data_dir:
         engine.as_of_hook = lambda pid, ns, req: state_as_of(settings, pid, ns, req)
-    if engine.events_on:
-        engine.events.prepare()  # the recovered book's ids, encoded for events before anything is served
+    # the recovered book's ids, encoded before anything is served: events and single-update replies
+    # (daemon/replies.py, events on or off) both write them from these pools
+    engine.events.prepare()
     warm_up()
     gc.freeze()  # what recovery and warm-up built lives for good: keep it out of every collection
     server = Server(settings, engine)
