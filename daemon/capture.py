@@ -281,7 +281,7 @@ class ChangeCapture:
             instrument_id=self.ids(book.instrument_ids.ids)[inst],
             qty=P["qty"][slots], cost=cost, mv=mv, weight=w, status=P["status"][slots],
             updated_ns=P["updated_ns"][slots], old_qty=self.last_qty[slots].copy(),
-            old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change)
+            old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change, slot=slots)
         self.last_qty[slots], self.last_mv[slots], self.last_w[slots] = out.qty, out.mv, w
         self.last_cost[slots], self.last_status[slots] = cost, out.status
         return out

@@ -85,6 +85,7 @@ class SinkPump:
     def final(self, durable_seq: int) -> bool:
         """At shutdown, everything applied being durable: hand off all that is left, with an exact
         revaluation pass, and wait for the thread to persist it."""
+        self.wb.hurry()  # no resting while the last hand-offs wait for room in the queue
         cap = self.capture
         cap.exact()
         cs = cap.take(self.engine.last_seq, time.time_ns(), snapshot=True, revalue=True)

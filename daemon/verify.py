@@ -3,7 +3,8 @@
 Owns: ``verify(settings, command)``. What it compares:
  * the store's command side (positions, cash_balances, portfolios, instruments,
    exposure_limits, and the instrument_prices / fx_rates a takeover replays) with
-   the state rebuilt from checkpoint + journal *at the store's watermark* (a
+   the state rebuilt from checkpoint + journal *at the watermark of those keyed
+   tables* (``state_watermark``; a
    scratch engine, the same capture as the live path), so a
    store that is behind is not "different", only behind (its lag is reported);
  * the Redis keys (portfolio_state, margin, positions) with the state at the end
@@ -100,8 +101,11 @@ def _full(engine) -> dict:
 
 async def _check_store(settings: Settings, out: list[str], summary: dict) -> None:
     store = make_store(settings, journal_id(settings.journal.data_dir))
-    watermark = await store.open()
+    await store.open()
     try:
+        # the compared tables are the keyed ones: PostgreSQL commits them just before the appended
+        # ones, so after a crash between the two they hold a later state (ADR 0019)
+        watermark = await store.state_watermark()
         summary["store"] = store.name
         summary["store_watermark"] = watermark
         engine = engine_at(settings, max(watermark, 0))

@@ -5,10 +5,12 @@ a bounded queue the engine never blocks on (``offer`` refuses when full and the
 engine's capture keeps coalescing). It connects with backoff, resumes from the
 store's watermark (catch-up: a private scratch engine rebuilt at the watermark
 replays the journal up to where the live hand-offs begin, through the same
-capture), writes runs of hand-offs as one transaction each with the watermark
-inside it, retries a failed transaction after reconnecting (and skips it if the
-watermark shows it committed), keeps Redis current (coalesced while Redis is
-away), and drains on shutdown.
+capture), writes what is queued as one store write (the store's transaction or,
+for PostgreSQL, its two, each with its watermark: ADR 0019), retries a failed
+write after reconnecting (and skips it if the watermark shows it committed; a
+write never committed stops everything after it), keeps Redis current
+(coalesced while Redis is away), rests after each live write so that writing
+takes at most sink.max_busy of its time (ADR 0018), and drains on shutdown.
 Runs on: its own thread ("pstate-sink"). Imports: daemon.capture, daemon.recovery, persistence.
 """
 from __future__ import annotations
@@ -31,6 +33,11 @@ GIL_SWITCH_S = 0.0005
 log = logging.getLogger("pstate.sink")
 
 _STOP = object()
+
+
+class _Stopped(Exception):
+    """The thread was told to stop while a transaction had not committed: nothing after it may be
+    written (a later watermark would skip its rows for good)."""
 
 
 def journal_id(data_dir: str) -> str:
@@ -60,7 +67,8 @@ def make_store(settings: Settings, jid: str):
         return PostgresStore(cfg.postgres_dsn, jid, cfg.partitions_ahead)
     from portfolio_state.persistence.duckstore import DuckDBStore
 
-    return DuckDBStore(cfg.duckdb_path or os.path.join(settings.journal.data_dir, "store.duckdb"), jid, cfg.duckdb_checkpoint_mb)
+    return DuckDBStore(cfg.duckdb_path or os.path.join(settings.journal.data_dir, "store.duckdb"), jid,
+                       cfg.duckdb_checkpoint_mb, cfg.duckdb_threads)
 
 
 class WriteBehind:
@@ -81,10 +89,12 @@ class WriteBehind:
         self.rows = 0
         self.transactions = 0
         self.write_s = 0.0
+        self.rest_s = 0.0            # time spent waiting after writes (sink.max_busy)
         self.retries = 0
         self._run_id = uuid.uuid4().hex[:16]   # with a counter: names each transaction (the lost-answer check)
         self._txns = 0
         self._stopping = threading.Event()
+        self._draining = threading.Event()   # the final drain: no more resting between writes
         self.thread = threading.Thread(target=self._main, name="pstate-sink", daemon=True)
 
     # ------------------------------------------------------------------ engine side
@@ -111,6 +121,7 @@ class WriteBehind:
         """Persist what was handed off, then stop the thread. False if it could not in time
         (the journal still holds everything: the next start resumes from the watermark)."""
         deadline = time.time() + timeout
+        self.hurry()
         while time.time() < deadline:
             try:
                 self.q.put(_STOP, timeout=0.1)
@@ -130,6 +141,7 @@ class WriteBehind:
                 "store_error": self.store_error, "cache": self.cache is not None, "cache_error": self.cache_error,
                 "catching_up": self.catching_up, "queued": self.q.qsize(), "rows_written": self.rows,
                 "transactions": self.transactions, "retries": self.retries,
+                "busy": self.write_s / (self.write_s + self.rest_s) if self.write_s else 0.0,
                 "rows_per_s_writing": self.rows / self.write_s if self.write_s else 0.0,
                 "timescaledb": getattr(self.store, "timescale", False)}
 
@@ -184,9 +196,20 @@ class WriteBehind:
             return
         if self.cache is not None:
             await self._connect_cache()
-        if self.persisted < self.start_seq:
-            await self._catch_up()
-        self.catching_up = False
+        try:
+            if self.persisted < self.start_seq:
+                await self._catch_up()
+            self.catching_up = False
+            await self._serve(loop)
+        except _Stopped:
+            log.warning("write-behind stopped with a transaction not committed; the next start resumes "
+                        "from the watermark")
+        await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+    async def _serve(self, loop) -> None:
+        """The live loop: queued hand-offs -> one transaction (or a few), Redis, then the rest."""
         cache_next = 0.0
         cache_attempt = 0
         stop = False
@@ -195,11 +218,12 @@ class WriteBehind:
             if items and items[-1] is _STOP:
                 items.pop()
                 stop = True
+            took = 0.0
             if items:
                 if self.cache is not None:
                     for cs in items:
                         self.cache.stage(cs)
-                await self._write(items)
+                took = await self._write(items)
             if self.cache is not None and self.cache.pending and time.monotonic() >= cache_next:
                 try:
                     if self.cache_error:
@@ -214,9 +238,7 @@ class WriteBehind:
                     cache_next = time.monotonic() + min(self.cfg.retry_max_s, 0.05 * 2 ** min(cache_attempt, 10))
             if self._stopping.is_set():
                 break
-        await self.store.close()
-        if self.cache is not None:
-            await self.cache.close()
+            await self._rest(took)  # after Redis has what this write had
 
     def _take(self, wait: float) -> list:
         """What is queued now (at least one item if any arrives within ``wait``)."""
@@ -229,21 +251,24 @@ class WriteBehind:
             pass
         return out
 
-    async def _write(self, items: list[ChangeSet]) -> None:
-        """Runs of hand-offs up to batch_rows rows, one transaction each, in order. (A hand-off may
-        cover no new journal record, e.g. a snapshot or the exact final pass: it is still written.)"""
+    async def _write(self, items: list[ChangeSet]) -> float:
+        """Runs of hand-offs up to batch_rows rows, one store write each, in order; the seconds the
+        writes took. (A hand-off may cover no new journal record, e.g. a snapshot or the exact final
+        pass: it is still written.)"""
         run: list[ChangeSet] = []
         rows = 0
+        took = 0.0
         for cs in items:
             run.append(cs)
             rows += cs.rows()
             if rows >= self.cfg.batch_rows:
-                await self._commit(run)
+                took += await self._commit(run)
                 run, rows = [], 0
         if run:
-            await self._commit(run)
+            took += await self._commit(run)
+        return took
 
-    async def _commit(self, run: list[ChangeSet]) -> None:
+    async def _commit(self, run: list[ChangeSet]) -> float:
         seq_hi = run[-1].seq_hi
         tabs = tables(run)
         n = sum(len(next(iter(c.values()))) for c in tabs.values() if c)
@@ -254,12 +279,13 @@ class WriteBehind:
             try:
                 t0 = time.perf_counter()
                 await self.store.write(tabs, seq_hi, txn)
-                self.write_s += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self.write_s += took
                 self.persisted = max(self.persisted, seq_hi)
                 self.rows += n
                 self.transactions += 1
                 self.store_error = None
-                return
+                return took
             except Exception as e:
                 self.store_error = f"{type(e).__name__}: {e}"
                 self.retries += 1
@@ -267,15 +293,36 @@ class WriteBehind:
                     log.warning("store write failed (%s); reconnecting with backoff", self.store_error)
                 attempt += 1
                 if self._stopping.is_set():
-                    return
+                    raise _Stopped from None
                 await self._backoff(attempt)
                 if not await self._connect_store():
-                    return
+                    raise _Stopped
                 try:
                     if await self.store.last_txn() == txn:
-                        return  # it had committed: the answer was lost, not the rows
+                        return 0.0  # it had committed: the answer was lost, not the rows
                 except Exception:
                     continue
+
+    def hurry(self) -> None:
+        """Shutdown has begun: no more resting between writes."""
+        self._draining.set()
+
+    async def _rest(self, took: float) -> None:
+        """Wait took * (1 / max_busy - 1) after the live loop's writes (at most retry_max_s), unless
+        draining or stopping: the thread then writes at most max_busy of the wall time. What the
+        engine hands off meanwhile waits in the queue and goes in the next transaction; only when
+        the queue is full does it coalesce in the capture (ADR 0018). The catch-up never rests."""
+        busy = self.cfg.max_busy
+        if busy >= 1.0 or took <= 0.0:
+            return
+        t0 = time.perf_counter()
+        end = t0 + min(self.cfg.retry_max_s, took * (1.0 / busy - 1.0))
+        while not (self._draining.is_set() or self._stopping.is_set()):
+            left = end - time.perf_counter()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.02))
+        self.rest_s += time.perf_counter() - t0
 
     async def _catch_up(self) -> None:
         """Copy journal records (watermark, start_seq] through a scratch engine, or resync whole."""
@@ -286,7 +333,7 @@ class WriteBehind:
         start = max(self.persisted, 0)
         for run in catch_up_sets(self.settings, start, self.start_seq):
             if self._stopping.is_set():
-                return
+                raise _Stopped
             await self._write(run)
             n += len(run)
             await asyncio.sleep(0)

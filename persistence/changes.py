@@ -43,6 +43,7 @@ class Positions:
     old_mv: np.ndarray
     old_weight: np.ndarray
     change: np.ndarray       # bool
+    slot: np.ndarray | None = None   # int64 book slots: the order the positions upsert goes in
 
     def __len__(self) -> int:
         return len(self.position_id)
@@ -212,7 +213,23 @@ def _dedupe(cols: dict, key: tuple) -> dict:
         return cols
     idx = np.fromiter(last.values(), np.int64, len(last))
     idx.sort()
+    return _rows(cols, idx)
+
+
+def _rows(cols: dict, idx: np.ndarray) -> dict:
     return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx.tolist()]) for k, v in cols.items()}
+
+
+def _by_slot(cols: dict) -> dict:
+    """Position rows in book-slot order, which is the order the stores first inserted them in
+    (slots are handed out in creation order). DuckDB applies an UPDATE whose rows arrive in table
+    order one 2,048-row vector at a time, and out of order one vector per row and column
+    (duckdb/duckdb#11275): 50,000 of 100,000 rows took 7 s shuffled, 0.12 s in order (measured).
+    One hand-off is in slot order already; a run of several, deduplicated, is not."""
+    slot = cols.pop("_slot")
+    if len(slot) < 2 or bool((slot[1:] >= slot[:-1]).all()):
+        return cols
+    return _rows(cols, np.argsort(slot, kind="stable"))
 
 
 def tables(sets: list[ChangeSet]) -> dict[str, dict]:
@@ -226,7 +243,8 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
             put("positions", {"position_id": p.position_id, "portfolio_id": p.portfolio_id,
                               "instrument_id": p.instrument_id, "quantity": p.qty, "cost_basis": p.cost,
                               "market_value": p.mv, "unrealized_pnl": p.mv - p.cost, "weight": p.weight,
-                              "status": _STATUS[p.status], "last_updated": p.updated_ns})
+                              "status": _STATUS[p.status], "last_updated": p.updated_ns,
+                              "_slot": p.slot if p.slot is not None else np.full(len(p), -1, np.int64)})
             ch = np.flatnonzero(p.change)
             if len(ch):
                 q, o, mv, omv = p.qty[ch], p.old_qty[ch], p.mv[ch], p.old_mv[ch]
@@ -301,6 +319,8 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
     for t, key in KEYS.items():
         if t in out:
             out[t] = _dedupe(out[t], key)
+    if "positions" in out:
+        out["positions"] = _by_slot(out["positions"])
     return out
 
 

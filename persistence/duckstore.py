@@ -2,8 +2,10 @@
 
 Owns: ``DuckDBStore``, the ``PostgresStore`` interface (open, watermark, write,
 read, close) over one DuckDB file: columns go in as NumPy arrays (DuckDB scans
-them in place), converted in SQL (cents -> DECIMAL(15,2) exactly), upserts as
-delete + insert, the watermark in the same transaction. No partitions or
+them in place), converted in SQL (cents -> DECIMAL(15,2) exactly), upserts as an UPDATE
+joined on the key, then an INSERT of the keys it did not find (skipped when it
+found them all; this writer never inserts a key the table holds, so keys stay
+unique without an index), the watermark in the same transaction. No partitions or
 secondary indexes: DuckDB prunes by its own min/max zone maps.
 Runs on: the write-behind thread (DuckDB calls block that thread's loop, not the
 engine's). Imports: duckdb, numpy, persistence.
@@ -23,7 +25,7 @@ log = logging.getLogger("pstate.sink.duckdb")
 
 def _ddl() -> list[str]:
     """The PostgreSQL DDL, minus what DuckDB does not have (extensions, partitions, indexes);
-    uniqueness is kept by the writer (delete + insert per key). FLOAT is PostgreSQL's double
+    uniqueness is kept by the writer (it inserts only keys the table does not hold). FLOAT is PostgreSQL's double
     precision but DuckDB's 4-byte REAL: spelled DOUBLE here."""
     out = []
     for sql in COMMAND_SIDE + SERVICE_TABLES + MARKET_TABLES:
@@ -66,8 +68,8 @@ class DuckDBStore:
     name = "duckdb"
     timescale = False
 
-    def __init__(self, path: str, journal_id: str, checkpoint_mb: int = 256):
-        self.path, self.journal_id, self.checkpoint_mb = path, journal_id, checkpoint_mb
+    def __init__(self, path: str, journal_id: str, checkpoint_mb: int = 256, threads: int = 1):
+        self.path, self.journal_id, self.checkpoint_mb, self.threads = path, journal_id, checkpoint_mb, threads
         self.con = None
 
     async def open(self) -> int:
@@ -77,6 +79,8 @@ class DuckDBStore:
         # DuckDB checkpoints its WAL into the file every 16 MiB by default: half of this store's
         # time at 100,000 updates/s (measured); a larger WAL costs a longer replay when it opens
         self.con.execute(f"SET checkpoint_threshold = '{int(self.checkpoint_mb)}MB'")
+        if self.threads > 0:  # DuckDB's default (every core) also takes the engine's core on a small host
+            self.con.execute(f"SET threads = {int(self.threads)}")
         for sql in _ddl():
             self.con.execute(sql)
         log.info("embedded store %s (DuckDB): query side and command side tables", self.path)
@@ -85,6 +89,10 @@ class DuckDBStore:
     async def watermark(self) -> int:
         r = self.con.execute("SELECT seq FROM sink_watermark WHERE journal_id = ?", [self.journal_id]).fetchone()
         return int(r[0]) if r else -1
+
+    async def state_watermark(self) -> int:
+        """The journal sequence the keyed tables hold (one transaction writes every table here)."""
+        return await self.watermark()
 
     async def close(self) -> None:
         if self.con is not None:
@@ -100,7 +108,7 @@ class DuckDBStore:
         con.execute("BEGIN TRANSACTION")
         try:
             for table, cols in tabs.items():
-                frame = _frame(table, cols)  # noqa: F841 (DuckDB scans the local by name)
+                frame = _frame(table, cols)  # DuckDB scans the local by name
                 names = [c for c, _ in COLUMNS[table]]
                 select = ", ".join(_expr(f"frame.{c}", k) for c, k in COLUMNS[table])
                 if table in KEYS:
@@ -116,10 +124,14 @@ class DuckDBStore:
                                     "WHERE NOT isnan(frame.limit_percentage)")
                         continue
                     # upsert: known keys updated in place, new ones inserted (delete + insert left
-                    # deleted rows for DuckDB's checkpoints to clean up: 1.7x slower, measured)
+                    # deleted rows for DuckDB's checkpoints to clean up: 1.7x slower, measured).
+                    # A frame's keys are distinct, so when the UPDATE matched every row there is
+                    # nothing new, and the insert's anti-join (a second scan of the table) is skipped
                     sets = ", ".join(f"{c} = {_expr(f'frame.{c}', k)}" for c, k in COLUMNS[table] if c not in key)
                     if sets:
-                        con.execute(f"UPDATE {table} SET {sets} FROM frame WHERE {match}")
+                        updated = con.execute(f"UPDATE {table} SET {sets} FROM frame WHERE {match}").fetchone()[0]
+                        if updated == len(frame[key[0]]):
+                            continue
                     con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM frame "
                                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {match})")
                     continue

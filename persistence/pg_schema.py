@@ -9,8 +9,9 @@ Runs on: the write-behind thread (and tests). Imports: nothing of the project.
 Tables and indexes are exactly the spec's (names, columns, types, lengths,
 defaults); the service adds ``instruments``, ``exposure_limits``,
 ``cash_balances``, ``instrument_prices`` and ``fx_rates`` (what a takeover needs
-to rebuild a book, ADR 0011) and ``sink_watermark`` (the journal sequence the
-rows cover, per journal).
+to rebuild a book, ADR 0011), ``sink_watermark`` (the journal sequence the rows
+cover, per journal) and ``sink_state_watermark`` (the same for the keyed tables,
+written on their own connection, ADR 0019).
 """
 from __future__ import annotations
 
@@ -173,6 +174,12 @@ MIGRATIONS = [
     # a position row is rewritten on every change: room on its page lets PostgreSQL update it in
     # place (HOT, no index entries) instead of moving it (measured with MERGE: +21% sink rows/s)
     (5, "positions fillfactor 70 (in-place updates)", lambda ts: ["ALTER TABLE positions SET (fillfactor = 70)"]),
+    # the keyed tables are written on a second connection, committed just before the appended
+    # ones: the journal sequence they cover, per journal (ADR 0019)
+    (6, "watermark of the keyed tables", lambda ts: ["""CREATE TABLE sink_state_watermark (
+        journal_id VARCHAR(64) PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        updated_at TIMESTAMP DEFAULT now())"""]),
 ]
 
 

@@ -1,19 +1,30 @@
-"""PostgreSQL store: migrations at open, one transaction per write with the watermark inside it.
+"""PostgreSQL store: migrations at open; each write is two transactions, each with its watermark.
 
-Owns: ``PostgresStore`` (asyncpg): ``open`` (connect, advisory-locked migrations,
-TimescaleDB detection logged, native partitions ahead), ``watermark``, ``write``
-(every table's rows go by binary COPY, encoded from the NumPy columns by
+Owns: ``PostgresStore`` (asyncpg): ``open`` (connect twice, advisory-locked
+migrations, TimescaleDB detection logged, native partitions ahead), ``watermark``,
+``write``, ``read`` (a table as dicts, for verify and takeover).
+``write`` splits a hand-off's tables in two groups, written at the same time on two
+connections (two server backends, so PostgreSQL works on two cores; ADR 0019):
+ - the keyed tables (``KEYS``: upserts, and cash flows inserted once), with the
+   journal sequence in ``sink_state_watermark``;
+ - the appended tables (the time series, margin requirements), with it in
+   ``sink_watermark``.
+The keyed group commits first, so its watermark is never behind the appended one.
+A crash between the two commits leaves the keyed tables ahead; the sink resumes
+from ``sink_watermark`` (``watermark``) and writes the keyed rows again, which
+changes nothing in the end, while the appended rows go exactly once.
+Every table's rows go by binary COPY, encoded from the NumPy columns by
 persistence/pgcopy.py: the appended time-series tables of text, float and
 timestamp columns straight into the table, every other one into a temporary
-staging table of raw int64 / float8 / text columns, then one INSERT .. SELECT
-(or MERGE) converts them exactly (cents to numeric, ns to timestamp) into the
-table, upserting where the table has a key; the journal watermark in the same
-transaction, so a write after a crash either happened whole or not at all),
-``read`` (a table as dicts, for verify and takeover).
+staging table of raw int64 / float8 / text columns, then one INSERT .. SELECT (or
+MERGE) converts them exactly (cents to numeric, ns to timestamp) into the table,
+upserting where the table has a key.
 Runs on: the write-behind thread's asyncio loop. Imports: asyncpg, numpy, persistence.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as _dt
 import io
 import logging
@@ -71,24 +82,38 @@ class PostgresStore:
 
     def __init__(self, dsn: str, journal_id: str, partitions_ahead: int = 3, connect_timeout: float = 5.0):
         self.dsn, self.journal_id, self.ahead, self.timeout = dsn, journal_id, partitions_ahead, connect_timeout
-        self.conn = None
+        self.conn = None         # the appended tables, the watermark, migrations, reads
+        self.keyed = None        # the keyed tables and their watermark
+        self.keyed_seq = -1      # the keyed tables' watermark
         self.timescale = False
         self.merge = False  # PostgreSQL 15+: upserts by MERGE (a join), else INSERT .. ON CONFLICT
         self._parts: set[str] = set()
 
     # ------------------------------------------------------------------ open
     async def open(self) -> int:
+        try:
+            return await self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self) -> int:
         import asyncpg
 
         self.conn = await asyncpg.connect(self.dsn, timeout=self.timeout, command_timeout=60)
-        # the journal, not PostgreSQL, is what makes an update durable: a commit need not wait for
-        # PostgreSQL's WAL flush. A server crash loses whole transactions, rows and watermark
-        # together, and the sink copies them again from the journal (ADR 0009)
-        await self.conn.execute("SET synchronous_commit = off")
+        self.keyed = await asyncpg.connect(self.dsn, timeout=self.timeout, command_timeout=60)
+        for c in (self.conn, self.keyed):
+            # the journal, not PostgreSQL, is what makes an update durable: a commit need not wait for
+            # PostgreSQL's WAL flush. A server crash loses whole transactions, rows and watermark
+            # together, and the sink copies them again from the journal (ADR 0009)
+            await c.execute("SET synchronous_commit = off")
         self.merge = self.conn.get_server_version().major >= 15
         await self.migrate()
-        await self._staging()
+        for c in (self.conn, self.keyed):
+            await self._staging(c)
         await self.ensure_partitions(_dt.datetime.utcnow(), _dt.datetime.utcnow())
+        v = await self.conn.fetchval("SELECT seq FROM sink_state_watermark WHERE journal_id = $1", self.journal_id)
+        self.keyed_seq = -1 if v is None else int(v)
         return await self.watermark()
 
     async def migrate(self) -> None:
@@ -115,12 +140,12 @@ class PostgresStore:
                 await c.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
                 log.info("migration %d applied: %s", version, name)
 
-    async def _staging(self) -> None:
+    async def _staging(self, conn) -> None:
         for t in COLUMNS:
-            if t == "exposure_limits":
+            if t == "exposure_limits" or t in DIRECT_TABLES:
                 continue
             cols = ", ".join(f"{c} {_STAGE[k][0]}" for c, k in COLUMNS[t])
-            await self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{t} ({cols}) ON COMMIT DELETE ROWS")
+            await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{t} ({cols}) ON COMMIT DELETE ROWS")
 
     async def ensure_partitions(self, lo: _dt.datetime, hi: _dt.datetime) -> None:
         """Native partitions covering [lo, hi] and `ahead` intervals past now (a bounded range:
@@ -144,70 +169,110 @@ class PostgresStore:
                 t += step
 
     async def watermark(self) -> int:
+        """The journal sequence every table covers (the appended ones'; the keyed ones may be ahead)."""
         v = await self.conn.fetchval("SELECT seq FROM sink_watermark WHERE journal_id = $1", self.journal_id)
         return int(v) if v is not None else -1
 
+    async def state_watermark(self) -> int:
+        """The journal sequence the keyed tables hold the state of: theirs, or the appended tables'
+        where theirs is behind (a takeover records only that one). It never goes back: a write
+        the keyed tables already cover leaves them alone."""
+        v = await self.conn.fetchval("SELECT seq FROM sink_state_watermark WHERE journal_id = $1", self.journal_id)
+        return max(int(v) if v is not None else -1, await self.watermark())
+
     async def close(self) -> None:
-        if self.conn is not None:
-            try:
-                await self.conn.close(timeout=2)
-            except Exception:
-                self.conn.terminate()
-            self.conn = None
+        for name in ("keyed", "conn"):
+            c = getattr(self, name)
+            if c is not None:
+                try:
+                    await c.close(timeout=2)
+                except Exception:
+                    c.terminate()
+                setattr(self, name, None)
 
     # ------------------------------------------------------------------ write
     async def last_txn(self) -> str | None:
         return await self.conn.fetchval("SELECT last_txn FROM sink_watermark WHERE journal_id = $1", self.journal_id)
 
     async def write(self, tabs: dict[str, dict], seq_hi: int, txn: str = "") -> None:
-        c = self.conn
         stamps = [np.asarray(tabs[t]["timestamp"]) for t in pg_schema.TS_TABLES if t in tabs]
         stamps = [s[s > 0] for s in stamps if len(s)]
         if stamps and not self.timescale:
             lo, hi = min(int(s.min()) for s in stamps if len(s)), max(int(s.max()) for s in stamps if len(s))
             await self.ensure_partitions(_EPOCH + _dt.timedelta(microseconds=lo // 1000),
                                          _EPOCH + _dt.timedelta(microseconds=hi // 1000))
-        async with c.transaction():
-            for table, cols in tabs.items():
-                names = [n for n, _ in COLUMNS[table]]
-                if table == "exposure_limits":
-                    await self._limits(cols)
-                    continue
-                n = len(cols[names[0]])
-                if not n:
-                    continue
-                if table in DIRECT_TABLES:
-                    await c.copy_to_table(table, source=io.BytesIO(direct_data(table, cols)), columns=names,
-                                          format="binary")
-                    continue
-                await c.copy_to_table(f"stage_{table}", source=io.BytesIO(copy_data(table, cols)), columns=names,
-                                      format="binary")
-                select = ", ".join(f"{_convert(n_, k)} AS {n_}" for n_, k in COLUMNS[table])
-                insert = f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM stage_{table}"
-                if table not in KEYS:
-                    await c.execute(insert)
-                    continue
-                key = ", ".join(KEYS[table])
-                if table == "cash_flows":  # a cash flow is a fact: never rewritten
-                    await c.execute(f"{insert} ON CONFLICT ({key}) DO NOTHING")
-                    continue
-                stamp = "updated_at = now()" if table != "positions" else "last_updated = {}.last_updated"
-                if self.merge:  # the staged rows joined to the table: 8% faster than ON CONFLICT's probes
-                    on = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
-                    sets = [f"{n_} = s.{n_}" for n_ in names if n_ not in KEYS[table]] + [stamp.format("s")]
-                    await c.execute(f"MERGE INTO {table} t USING (SELECT {select} FROM stage_{table}) s ON {on} "
-                                    f"WHEN MATCHED THEN UPDATE SET {', '.join(dict.fromkeys(sets))} "
-                                    f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
-                                    f"VALUES ({', '.join('s.' + n_ for n_ in names)})")
-                    continue
-                sets = [f"{n_} = EXCLUDED.{n_}" for n_ in names if n_ not in KEYS[table]] + [stamp.format("EXCLUDED")]
-                await c.execute(f"{insert} ON CONFLICT ({key}) DO UPDATE SET {', '.join(dict.fromkeys(sets))}")
-            await c.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES ($1, $2, $3) ON CONFLICT "
-                            "(journal_id) DO UPDATE SET seq = EXCLUDED.seq, last_txn = EXCLUDED.last_txn, "
-                            "updated_at = now()", self.journal_id, seq_hi, txn)
+        # after a crash between the two commits the keyed tables are ahead: the resume's writes below
+        # their watermark would only put older values back, so they leave them alone. A write AT it
+        # goes in: a hand-off holds the state as of its seq_hi, and one that covers no new record
+        # (a snapshot, the exact pass at shutdown) carries rows the earlier one did not
+        keyed = {t: cols for t, cols in tabs.items() if t in KEYS} if seq_hi >= self.keyed_seq else None
+        appended = {t: cols for t, cols in tabs.items() if t not in KEYS}
+        tk, ta = self.keyed.transaction(), self.conn.transaction()
+        done = 0  # transactions committed
+        try:
+            await tk.start()
+            await ta.start()
+            got = await asyncio.gather(self._tables(self.keyed, keyed or {}), self._tables(self.conn, appended),
+                                       return_exceptions=True)  # both finish before either rolls back
+            for g in got:
+                if isinstance(g, BaseException):
+                    raise g
+            if keyed is not None:
+                await self.keyed.execute("INSERT INTO sink_state_watermark (journal_id, seq) VALUES ($1, $2) ON "
+                                         "CONFLICT (journal_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
+                                         self.journal_id, seq_hi)
+            await self.conn.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES ($1, $2, $3) ON "
+                                    "CONFLICT (journal_id) DO UPDATE SET seq = EXCLUDED.seq, last_txn = "
+                                    "EXCLUDED.last_txn, updated_at = now()", self.journal_id, seq_hi, txn)
+            await tk.commit()  # the keyed group first: a crash before the next commit only repeats upserts
+            done = 1
+            if keyed is not None:
+                self.keyed_seq = seq_hi
+            await ta.commit()
+            done = 2
+        finally:
+            for tr in (tk, ta)[done:]:
+                with contextlib.suppress(Exception):  # not started, or a broken connection: the sink reconnects
+                    await tr.rollback()
 
-    async def _limits(self, cols: dict) -> None:
-        c = self.conn
+    async def _tables(self, c, tabs: dict[str, dict]) -> None:
+        """One group's tables, inside the caller's transaction on ``c``."""
+        for table, cols in tabs.items():
+            names = [n for n, _ in COLUMNS[table]]
+            if table == "exposure_limits":
+                await self._limits(c, cols)
+                continue
+            n = len(cols[names[0]])
+            if not n:
+                continue
+            if table in DIRECT_TABLES:
+                await c.copy_to_table(table, source=io.BytesIO(direct_data(table, cols)), columns=names,
+                                      format="binary")
+                continue
+            await c.copy_to_table(f"stage_{table}", source=io.BytesIO(copy_data(table, cols)), columns=names,
+                                  format="binary")
+            select = ", ".join(f"{_convert(n_, k)} AS {n_}" for n_, k in COLUMNS[table])
+            insert = f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM stage_{table}"
+            if table not in KEYS:
+                await c.execute(insert)
+                continue
+            key = ", ".join(KEYS[table])
+            if table == "cash_flows":  # a cash flow is a fact: never rewritten
+                await c.execute(f"{insert} ON CONFLICT ({key}) DO NOTHING")
+                continue
+            stamp = "updated_at = now()" if table != "positions" else "last_updated = {}.last_updated"
+            if self.merge:  # the staged rows joined to the table: 8% faster than ON CONFLICT's probes
+                on = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
+                sets = [f"{n_} = s.{n_}" for n_ in names if n_ not in KEYS[table]] + [stamp.format("s")]
+                await c.execute(f"MERGE INTO {table} t USING (SELECT {select} FROM stage_{table}) s ON {on} "
+                                f"WHEN MATCHED THEN UPDATE SET {', '.join(dict.fromkeys(sets))} "
+                                f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
+                                f"VALUES ({', '.join('s.' + n_ for n_ in names)})")
+                continue
+            sets = [f"{n_} = EXCLUDED.{n_}" for n_ in names if n_ not in KEYS[table]] + [stamp.format("EXCLUDED")]
+            await c.execute(f"{insert} ON CONFLICT ({key}) DO UPDATE SET {', '.join(dict.fromkeys(sets))}")
+
+    async def _limits(self, c, cols: dict) -> None:
         for pid, typ, cat, lim in zip(cols["portfolio_id"], cols["exposure_type"], cols["category"],
                                       np.asarray(cols["limit_percentage"]).tolist()):
             if lim != lim:

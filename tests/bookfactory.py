@@ -1,8 +1,12 @@
-"""Small books for tests: a few currencies, instruments and portfolios, built one way."""
+"""Small books for tests: a few currencies, instruments and portfolios, built one way; and
+write-behind hand-offs of a few positions."""
+import time
+
 import numpy as np
 
 from portfolio_state.daemon.book import Book, Capacity
 from portfolio_state.kernels import CashFlowType
+from portfolio_state.persistence.changes import ChangeSet, Positions
 
 I8, I32, I64, F64 = np.int8, np.int32, np.int64, np.float64
 
@@ -43,3 +47,19 @@ def trade(book, portfolio_id, position_id, instrument_id, kind, qty, price=0.0, 
                                 np.array([qty], F64), np.array([price], F64), np.array([fee], F64),
                                 np.array([ts], I64))
     return out[0], ex[0]
+
+
+def hand_off(seq: int, qty: dict[str, int], slots=None, weight: float = 0.01, old_qty=None) -> ChangeSet:
+    """A write-behind hand-off covering journal record ``seq``: changed positions of P0 in AAPL,
+    position id -> whole units, valued at 150 each; ``slots`` their book slots (None: not given),
+    ``old_qty`` the units last handed off (default 0)."""
+    ids = list(qty)
+    n = len(ids)
+    q = np.array([qty[i] for i in ids], I64) * 1_000_000
+    mv = q // 10_000 * 150
+    old = np.zeros(n, I64) if old_qty is None else np.array(old_qty, I64) * 1_000_000
+    p = Positions(np.array(ids, dtype=object), np.array(["P0"] * n, dtype=object), np.array(["AAPL"] * n, dtype=object),
+                  q, mv, mv, np.full(n, weight), np.ones(n, I8), np.full(n, time.time_ns(), I64), old,
+                  np.zeros(n, I64) if old_qty is None else mv, np.zeros(n), np.ones(n, np.bool_),
+                  None if slots is None else np.array(slots, I64))
+    return ChangeSet(seq - 1, seq, time.time_ns(), positions=p)

@@ -175,7 +175,9 @@ def test_schema_is_exactly_the_spec_with_native_partitions(pg_dsn):
 
     timescale = asyncio.run(open_twice())
     assert timescale is False  # not packaged for these machines: the native fallback is what runs here
-    assert psql(pg_dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,), (3,), (4,), (5,)]
+    assert psql(pg_dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,), (3,), (4,), (5,), (6,)]
+    assert psql(pg_dsn, "SELECT column_name FROM information_schema.columns WHERE table_name = 'sink_state_watermark' "
+                        "ORDER BY ordinal_position") == [("journal_id",), ("seq",), ("updated_at",)]
     assert psql(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = 'positions'") == [(["fillfactor=70"],)]
     for table, cols in SPEC_COLUMNS.items():
         got = {r[0]: r[1:] for r in psql(pg_dsn, f"""
