@@ -3,6 +3,16 @@ import pytest
 from tests.integration.daemon_proc import DaemonProcess
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Every kernel compiled once, here, before the first daemon starts. Each daemon's warm-up then
+    loads them from the on-disk cache (about a second) instead of compiling (about 30 s on a fresh
+    machine's cold cache, more on a busy one), which would eat the first fixture's ready timeout."""
+    from portfolio_state.daemon.server import warm_up
+
+    warm_up()
+
+
 @pytest.fixture(params=["tcp", "ipc"])
 def daemon(request, tmp_path):
     d = DaemonProcess(tmp_path, request.param)

@@ -67,7 +67,10 @@ class DaemonProcess:
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(self.env or {})})
 
-    def wait_ready(self, timeout=60.0, **client_kw) -> None:
+    def wait_ready(self, timeout=120.0, **client_kw) -> None:
+        """Until the daemon logs ``ready:``. A daemon that does not get there is killed before the
+        error is raised: a fixture that fails in set-up never reaches its stop(), and a child left
+        running would fail an unrelated later test (its Popen's ResourceWarning is an error here)."""
         deadline = time.time() + timeout
         retries = 0
         while time.time() < deadline:
@@ -77,11 +80,13 @@ class DaemonProcess:
                     retries += 1
                     self._spawn()
                     continue
+                self.stop()
                 raise RuntimeError(f"daemon exited {self.proc.returncode}: {text}")
             if "ready:" in self.log_path.read_text():
                 return
             time.sleep(0.05)
-        raise TimeoutError(f"daemon not ready: {self.log_path.read_text()}")
+        self.stop(signal.SIGKILL)
+        raise TimeoutError(f"daemon not ready in {timeout:.0f} s: {self.log_path.read_text()}")
 
     def client(self, **kw) -> Client:
         kw.setdefault("timeout", 5.0)
