@@ -32,6 +32,7 @@ from portfolio_state.kernels import (
     TradeKind,
 )
 from portfolio_state.persistence.journal import COMMAND, FEED_FX, FEED_PRICES, RUN, JournalError
+from portfolio_state.kernels.runs import mask_rejected_nb, run_refs_nb, screen_rows_nb, settle_run_nb
 from portfolio_state.kernels.views import cents
 from portfolio_state.transport import messages as m
 from portfolio_state.transport.codec import Codec
@@ -332,7 +333,9 @@ class Engine:
                 it.hi = n
         finally:
             book.alloc_log = None
-        if n:
+        if len(cols) == 1 and all(x.flags.writeable for x in cols[0]):  # one run of rows: nothing to join
+            (kind, portfolio, slot, qty, price, fee, ts), pre_reason = cols[0], pre[0]
+        elif n:
             kind, portfolio, slot, qty, price, fee, ts = (np.concatenate(x) for x in zip(*cols))
             pre_reason = np.concatenate(pre)
         else:
@@ -364,23 +367,21 @@ class Engine:
 
     def _apply_run(self, kind, portfolio, slot, qty, price, fee, ts, pre_reason) -> "_Run":
         n = len(kind)
-        bad = pre_reason != 0
-        portfolio = portfolio.copy()
-        portfolio[bad] = -1  # the kernel rejects these rows untouched
+        portfolio, given = np.empty(n, np.int32), portfolio
+        mask_rejected_nb(given, pre_reason, portfolio)  # the kernel rejects these rows untouched
         t0 = time.perf_counter_ns()
         out, exp_out = self.book.apply_trades(kind, portfolio, slot, qty, price, fee, ts)
         ms = (time.perf_counter_ns() - t0) / 1e6
-        out["reason"][bad] = pre_reason[bad]
-        ok = out["reason"] == 0
-        n_ok = int(ok.sum())
+        ok = np.empty(n, np.bool_)
+        n_ok, n_moved = settle_run_nb(kind, pre_reason, out["reason"], ok)
         self.counters["updates"] += n_ok
         self.counters["rejected_updates"] += n - n_ok
         if self.events_on:
             self.events.note_trades(slot, ok)
         if self.capture is not None:
             self.capture.note_trades(slot, ok)
-        moved = ok & ((kind == TradeKind.TRANSFER_IN) | (kind == TradeKind.TRANSFER_OUT))
-        if moved.any():  # positions moved in or out are external flows, not performance
+        if n_moved:  # positions moved in or out are external flows, not performance
+            moved = ok & ((kind == TradeKind.TRANSFER_IN) | (kind == TradeKind.TRANSFER_OUT))
             self.perf.flow(portfolio[moved], out["value_change"][moved])
         return _Run(self.book, slot, out, exp_out, ms)
 
@@ -403,20 +404,14 @@ class Engine:
         fee = np.array([u.fee for u in rows], np.float64)
         now = self._recv_ns
         ts = np.array([now if u.timestamp is None else u.timestamp for u in rows], np.int64)
-        pre = np.where(portfolio < 0, Reason.UNKNOWN_PORTFOLIO,
-                       np.where(inst < 0, Reason.UNKNOWN_INSTRUMENT, 0)).astype(np.int32)
-        known = slot >= 0
-        if known.any():  # a known position keeps its instrument
-            held = book.a.positions["instrument"][np.where(known, slot, 0)]
-            pre[known & (pre == 0) & (held != inst)] = Reason.INSTRUMENT_MISMATCH
-        new = np.flatnonzero(~known & (pre == 0))
-        for j in new.tolist():  # first use of a position id: allocate, in row order
-            s = book.slot(p_l[j], rows[j].position_id, k_l[j])
-            if s < 0:
-                pre[j] = -s
-            else:
-                slot[j] = s
-        slot[pre != 0] = 0
+        pre = np.empty(len(rows), np.int32)
+        if screen_rows_nb(book.a, portfolio, inst, slot, pre):  # (rejected rows' slots become 0)
+            for j in np.flatnonzero(slot < 0).tolist():  # first use of a position id: allocate, in row order
+                s = book.slot(p_l[j], rows[j].position_id, k_l[j])
+                if s < 0:
+                    pre[j], slot[j] = -s, 0
+                else:
+                    slot[j] = s
         return (kind, portfolio, slot, qty, price, fee, ts), pre
 
     def _columns(self, cmd: m.PositionUpdateColumns):
@@ -698,15 +693,11 @@ class _Run:
     __slots__ = ("book", "slot", "out", "exp", "ms", "inst", "price", "mult", "ratio", "cats")
 
     def __init__(self, book: Book, slot, out, exp_out, ms):
-        a = book.a
         self.book, self.slot, self.out, self.exp, self.ms = book, slot, out, exp_out, ms
-        self.inst = inst = a.positions["instrument"][np.clip(slot, 0, len(a.positions) - 1)]
-        ins = a.instruments[inst]
-        self.price, self.mult = ins["price"], ins["multiplier"]
-        base = a.portfolios["base_ccy"][a.positions["portfolio"][np.clip(slot, 0, len(a.positions) - 1)]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.ratio = np.where(ins["currency"] == base, 1.0, a.fx[ins["currency"]] / a.fx[base])
-        self.cats = np.stack([inst, ins["sector"], ins["country"], ins["currency"], ins["asset_class"]], axis=1)
+        n = len(slot)
+        self.inst, self.price, self.mult = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+        self.ratio, self.cats = np.empty(n, np.float64), np.empty((n, 5), np.int32)
+        run_refs_nb(book.a, slot, self.inst, self.price, self.mult, self.ratio, self.cats)
 
     def response(self, key: str, j: int) -> m.PositionUpdateResponse:
         b = self.book
