@@ -1,8 +1,10 @@
 """Event building: coalesce what changed since the last flush into one event per portfolio.
 
 Owns: ``EventBuilder``: on the hot path it only marks traded slots dirty (one
-vectorized store per batch); at flush it finds the changed portfolios (seqlock
-versions moved), diffs each dirty position against the quantity last published
+vectorized store per batch); at flush it finds the changed portfolios (marked
+slots, or seqlock versions moved: one compiled pass, ``changed_portfolios_nb``,
+and compiled bookkeeping after it, since a flush of one event used to spend most
+of its ~60 µs in a chain of small NumPy calls), diffs each dirty position against the quantity last published
 and each touched exposure category against the percentage last published (all
 five exposure types in one compiled call, ``exposure_changes_nb``), and writes
 one ``portfolio_state_updated`` event per portfolio with its next sequence
@@ -54,6 +56,8 @@ class EventBuilder:
         self._touched: set[int] = set()           # portfolios changed by non-trade commands
         self._cursor = 0                          # round robin: the next flush starts at this portfolio
         self._total = np.zeros(0)                 # per portfolio: total_value at this flush (those reported)
+        self._ps = np.zeros(0, np.int64)          # scratch: the changed portfolios of a flush
+        self._fitted = None                       # the BookArrays _fit last followed
         self.backlog = 0                          # changed portfolios left for the next flush
         self._pools = [Pool([]) for _ in range(7)]  # encoded ids and names (see pools)
         self._buf = np.empty(1 << 16, np.uint8)   # the flush's encoded events, grown when one does not fit
@@ -63,7 +67,7 @@ class EventBuilder:
 
     def _fit(self) -> None:
         """Follow the book's growth (rare): keep the per-slot and per-category arrays its size."""
-        a = self.book.a
+        a = self._fitted = self.book.a
         n = a.positions.shape[0]
         self.marks.fit(n, a.portfolios.shape[0])
         if len(self.last_qty) < n:
@@ -102,23 +106,24 @@ class EventBuilder:
         flushes, and a flush costs what it reports, not what is still waiting."""
         book = self.book
         a = book.a
-        self._fit()
-        versions = a.portfolios["version"]
+        if a is not self._fitted:  # the book grew since the last flush (growth builds a new BookArrays)
+            self._fit()
         n_pf = len(book.portfolio_ids)
         if len(self.seq) < n_pf:
             self.seq = np.concatenate([self.seq, np.zeros(max(n_pf, 2 * len(self.seq)) - len(self.seq), np.int64)])
-        if len(self.last_versions) < len(versions):
-            self.last_versions = np.concatenate([self.last_versions,
-                                                 np.full(len(versions) - len(self.last_versions), -2, np.int64)])
-        changed = self.marks.count[:n_pf] != 0
-        if self.reval:
-            changed |= versions[:n_pf] != self.last_versions[:n_pf]
-        for p in self._touched:
-            if 0 <= p < n_pf:
-                changed[p] = True
-        ps_all = np.flatnonzero(changed)
+        if len(self._ps) < n_pf:  # scratch, per portfolio (sized apart from seq, which a checkpoint restores)
+            self._total = np.zeros(max(n_pf, 2 * len(self._ps)))
+            self._ps = np.empty(len(self._total), np.int64)
+        if len(self.last_versions) < a.portfolios.shape[0]:
+            self.last_versions = np.concatenate([self.last_versions, np.full(
+                a.portfolios.shape[0] - len(self.last_versions), -2, np.int64)])
+        n, marked = changed_portfolios_nb(self.marks.count, a.portfolios, self.last_versions, n_pf, self.reval,
+                                          self._ps)
+        ps_all = self._ps[:n]
+        if self._touched:  # changed by commands other than trades (rare): merged in, ascending
+            ps_all = np.union1d(ps_all, np.array([p for p in self._touched if 0 <= p < n_pf], np.int64))
         ps = ps_all
-        if (max_events and len(ps) > max_events) or max_positions:
+        if (max_events and len(ps) > max_events) or (max_positions and marked > max_positions):
             k = int(np.searchsorted(ps_all, self._cursor))
             ps = np.concatenate([ps_all[k:], ps_all[:k]])  # from the cursor on, wrapping around
             if max_events:
@@ -128,26 +133,23 @@ class EventBuilder:
             if len(ps):
                 self._cursor = int(ps[-1]) + 1
             ps.sort()
+        else:
+            ps = ps.copy()  # (the scratch buffer is the next flush's)
         self.backlog = len(ps_all) - len(ps)
         if not len(ps):
             return []
-        rows = a.portfolios[ps]
-        cash, lmv, smv = rows["cash_base"], rows["long_mv"], rows["short_mv"]
-        total = cash + lmv + smv
-        if len(self._total) < n_pf:
-            self._total = np.zeros(max(n_pf, 2 * len(self._total)))
-        self._total[ps] = total  # total_value of each reported portfolio, for the percentages below
+        seqs = np.empty(len(ps), np.int64)
+        # total_value of each reported portfolio (for the percentages below), its version seen, its next sequence
+        stamp_portfolios_nb(ps, a.portfolios, self._total, self.last_versions, self.seq, seqs)
         ds = self.marks.take(ps)
         keys, vals, ends = self._exposure_rows(ds)
-        old_q = self.last_qty[ds]
-        self.last_qty[ds] = a.positions["qty"][ds]
-        self.last_versions[ps] = versions[ps]
+        old_q = np.empty(len(ds), np.int64)
+        advance_quantities_nb(ds, a.positions, self.last_qty, old_q)
         if self._touched:
             self._touched.difference_update(ps.tolist())
-        self.seq[ps] += 1
         pools = self.pools()
         names = (pools[2], pools[3], pools[4], pools[5], pools[6])  # INSTRUMENT .. ASSET_CLASS
-        args = (ps, self.seq[ps], a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
+        args = (ps, seqs, a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
                 ds, old_q, a.positions, self._total, pools[1].data, pools[1].offs,
                 tuple(q.data for q in names), tuple(q.offs for q in names), keys, vals, ends)
         ev_end = np.empty(len(ps), np.int64)
@@ -188,12 +190,10 @@ class EventBuilder:
         a = self.book.a
         if not len(ds):
             return np.zeros((0, 2), np.int64), np.zeros((0, 4)), np.zeros(5, np.int64)
-        pos = a.positions[ds]
         # every row in one compiled call: a handful of NumPy calls per exposure type cost more than
         # the rows they compute at a flush's sizes
-        keys, vals, ends = exposure_changes_nb(  # contiguous columns: the signature warm-up compiled
-            np.ascontiguousarray(pos["head"]), pos["portfolio"].astype(np.int64),
-            np.ascontiguousarray(pos["instrument"]), a.positions, a.portfolios, a.instruments, self._total,
+        keys, vals, ends = exposure_changes_nb(
+            np.ascontiguousarray(ds, np.int64), a.positions, a.portfolios, a.instruments, self._total,
             (a.exp_sector, a.exp_country, a.exp_currency, a.exp_asset),
             (a.lim_sector, a.lim_country, a.lim_currency, a.lim_asset), self.pub_inst, tuple(self.pub))
         limits = self.book.instrument_limits
@@ -207,12 +207,48 @@ class EventBuilder:
 
 
 @njit(cache=True)
-def exposure_changes_nb(heads, p, inst, positions, portfolios, instruments, total, exps, lims, pub_inst,
+def changed_portfolios_nb(count, portfolios, last_versions, n_pf, reval, out):  # pragma: no cover - compiled
+    """Write to ``out`` the portfolios below n_pf, ascending, with marked slots or (``reval``) a
+    version moved since their last event; return how many, and how many slots they have marked."""
+    n = 0
+    marked = 0
+    for p in range(n_pf):
+        if count[p] != 0 or (reval and portfolios[p].version != last_versions[p]):
+            out[n] = p
+            n += 1
+            marked += count[p]
+    return n, marked
+
+
+@njit(cache=True)
+def stamp_portfolios_nb(ps, portfolios, total, last_versions, seq, seqs):  # pragma: no cover - compiled
+    """For each reported portfolio p of ``ps``: total[p] = its total_value now (cash_balance +
+    long_mv + short_mv, cents, as float), last_versions[p] = its version, and its next event
+    sequence number, in seq[p] and seqs[i]."""
+    for i in range(ps.shape[0]):
+        p = ps[i]
+        pf = portfolios[p]
+        total[p] = np.float64(pf.cash_base + pf.long_mv + pf.short_mv)
+        last_versions[p] = pf.version
+        seq[p] += 1
+        seqs[i] = seq[p]
+
+
+@njit(cache=True)
+def advance_quantities_nb(ds, positions, last_qty, old_q):  # pragma: no cover - compiled
+    """old_q[j] = the quantity slot ds[j] had in its last event; that becomes its quantity now."""
+    for j in range(ds.shape[0]):
+        s = ds[j]
+        old_q[j] = last_qty[s]
+        last_qty[s] = positions[s].qty
+
+
+@njit(cache=True)
+def exposure_changes_nb(ds, positions, portfolios, instruments, total, exps, lims, pub_inst,
                         pubs):  # pragma: no cover - compiled
     """The exposure rows of one flush, by type: INSTRUMENT, SECTOR, GEOGRAPHIC, CURRENCY, ASSET_CLASS.
 
-    heads, p, inst: the head slot, portfolio and instrument of each changed slot; total: total_value
-    per portfolio (float). INSTRUMENT: one row per distinct head slot, ascending, keyed
+    ds: the changed slots; total: total_value per portfolio (float). INSTRUMENT: one row per distinct head slot, ascending, keyed
     (portfolio, instrument), its value the head's ``inst_exp``, its limit the portfolio's
     ``inst_limit`` (the caller applies per-instrument limits), published in ``pub_inst`` per head.
     The other types: one row per distinct (portfolio, category) of the slots, ascending, from
@@ -221,7 +257,13 @@ def exposure_changes_nb(heads, p, inst, positions, portfolios, instruments, tota
     when total is 0), limit, utilization = |new| / limit (NaN without a limit)); the published
     percentage becomes the new one. Type t's rows end at ends[t].
     """
-    n = p.shape[0]
+    n = ds.shape[0]
+    heads = np.empty(n, np.int64)
+    p = np.empty(n, np.int64)
+    inst = np.empty(n, np.int64)
+    for j in range(n):
+        pos = positions[ds[j]]
+        heads[j], p[j], inst[j] = pos.head, pos.portfolio, pos.instrument
     keys = np.empty((5 * n, 2), np.int64)
     vals = np.empty((5 * n, 4), np.float64)
     ends = np.empty(5, np.int64)
