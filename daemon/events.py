@@ -53,7 +53,7 @@ class EventBuilder:
         self.last_qty = np.zeros(0, np.int64)     # per slot: quantity in the last event
         self.pub_inst = np.zeros(0, np.float64)   # per head slot: INSTRUMENT percentage in the last event
         self.pub = [np.zeros((0, 0))] * 4         # per portfolio x category: last SECTOR..ASSET_CLASS percentages
-        self._touched: set[int] = set()           # portfolios changed by non-trade commands
+        self._touched = np.zeros(0, np.int8)      # per portfolio: 1 = changed by a non-trade command since its event
         self._cursor = 0                          # round robin: the next flush starts at this portfolio
         self._total = np.zeros(0)                 # per portfolio: total_value at this flush (those reported)
         self._ps = np.zeros(0, np.int64)          # scratch: the changed portfolios of a flush
@@ -92,7 +92,12 @@ class EventBuilder:
         self.marks.mark(np.array([s], np.int64), self.book.a.positions["portfolio"])
 
     def touch(self, p: int) -> None:
-        self._touched.add(p)
+        if p < 0:
+            return
+        if p >= len(self._touched):
+            self._touched = np.concatenate([self._touched, np.zeros(max(p + 1, 2 * len(self._touched))
+                                                                    - len(self._touched), np.int8)])
+        self._touched[p] = 1
 
     def sequence(self, p: int) -> int:
         return int(self.seq[p]) if p < len(self.seq) else 0
@@ -117,12 +122,9 @@ class EventBuilder:
         if len(self.last_versions) < a.portfolios.shape[0]:
             self.last_versions = np.concatenate([self.last_versions, np.full(
                 a.portfolios.shape[0] - len(self.last_versions), -2, np.int64)])
-        n, marked = changed_portfolios_nb(self.marks.count, a.portfolios, self.last_versions, n_pf, self.reval,
-                                          self._ps)
-        ps_all = self._ps[:n]
-        if self._touched:  # changed by commands other than trades (rare): merged in, ascending
-            ps_all = np.union1d(ps_all, np.array([p for p in self._touched if 0 <= p < n_pf], np.int64))
-        ps = ps_all
+        n, marked = changed_portfolios_nb(self.marks.count, a.portfolios, self.last_versions, self._touched, n_pf,
+                                          self.reval, self._ps)
+        ps = ps_all = self._ps[:n]
         if (max_events and len(ps) > max_events) or (max_positions and marked > max_positions):
             k = int(np.searchsorted(ps_all, self._cursor))
             ps = np.concatenate([ps_all[k:], ps_all[:k]])  # from the cursor on, wrapping around
@@ -140,13 +142,11 @@ class EventBuilder:
             return []
         seqs = np.empty(len(ps), np.int64)
         # total_value of each reported portfolio (for the percentages below), its version seen, its next sequence
-        stamp_portfolios_nb(ps, a.portfolios, self._total, self.last_versions, self.seq, seqs)
+        stamp_portfolios_nb(ps, a.portfolios, self._total, self.last_versions, self._touched, self.seq, seqs)
         ds = self.marks.take(ps)
         keys, vals, ends = self._exposure_rows(ds)
         old_q = np.empty(len(ds), np.int64)
         advance_quantities_nb(ds, a.positions, self.last_qty, old_q)
-        if self._touched:
-            self._touched.difference_update(ps.tolist())
         pools = self.pools()
         names = (pools[2], pools[3], pools[4], pools[5], pools[6])  # INSTRUMENT .. ASSET_CLASS
         args = (ps, seqs, a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
@@ -207,13 +207,16 @@ class EventBuilder:
 
 
 @njit(cache=True)
-def changed_portfolios_nb(count, portfolios, last_versions, n_pf, reval, out):  # pragma: no cover - compiled
-    """Write to ``out`` the portfolios below n_pf, ascending, with marked slots or (``reval``) a
-    version moved since their last event; return how many, and how many slots they have marked."""
+def changed_portfolios_nb(count, portfolios, last_versions, touched, n_pf, reval, out):  # pragma: no cover
+    """Write to ``out`` the portfolios below n_pf, ascending, with marked slots, ``touched`` (a
+    non-trade command changed them) or (``reval``) a version moved since their last event; return
+    how many, and how many slots they have marked."""
     n = 0
     marked = 0
+    n_touched = touched.shape[0]
     for p in range(n_pf):
-        if count[p] != 0 or (reval and portfolios[p].version != last_versions[p]):
+        if (count[p] != 0 or (p < n_touched and touched[p] != 0)
+                or (reval and portfolios[p].version != last_versions[p])):
             out[n] = p
             n += 1
             marked += count[p]
@@ -221,15 +224,17 @@ def changed_portfolios_nb(count, portfolios, last_versions, n_pf, reval, out):  
 
 
 @njit(cache=True)
-def stamp_portfolios_nb(ps, portfolios, total, last_versions, seq, seqs):  # pragma: no cover - compiled
+def stamp_portfolios_nb(ps, portfolios, total, last_versions, touched, seq, seqs):  # pragma: no cover - compiled
     """For each reported portfolio p of ``ps``: total[p] = its total_value now (cash_balance +
-    long_mv + short_mv, cents, as float), last_versions[p] = its version, and its next event
-    sequence number, in seq[p] and seqs[i]."""
+    long_mv + short_mv, cents, as float), last_versions[p] = its version, touched[p] cleared, and
+    its next event sequence number, in seq[p] and seqs[i]."""
     for i in range(ps.shape[0]):
         p = ps[i]
         pf = portfolios[p]
         total[p] = np.float64(pf.cash_base + pf.long_mv + pf.short_mv)
         last_versions[p] = pf.version
+        if p < touched.shape[0]:
+            touched[p] = 0
         seq[p] += 1
         seqs[i] = seq[p]
 
