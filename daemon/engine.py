@@ -405,7 +405,7 @@ class Engine:
         now = self._recv_ns
         ts = np.array([now if u.timestamp is None else u.timestamp for u in rows], np.int64)
         pre = np.empty(len(rows), np.int32)
-        if screen_rows_nb(book.a, portfolio, inst, slot, pre):  # (rejected rows' slots become 0)
+        if screen_rows_nb(book.a.positions, portfolio, inst, slot, pre):  # (rejected rows' slots become 0)
             for j in np.flatnonzero(slot < 0).tolist():  # first use of a position id: allocate, in row order
                 s = book.slot(p_l[j], rows[j].position_id, k_l[j])
                 if s < 0:
@@ -697,7 +697,9 @@ class _Run:
         n = len(slot)
         self.inst, self.price, self.mult = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
         self.ratio, self.cats = np.empty(n, np.float64), np.empty((n, 5), np.int32)
-        run_refs_nb(book.a, slot, self.inst, self.price, self.mult, self.ratio, self.cats)
+        a = book.a
+        run_refs_nb(a.positions, a.instruments, a.portfolios, a.fx, slot, self.inst, self.price, self.mult, self.ratio,
+                    self.cats)
 
     def response(self, key: str, j: int) -> m.PositionUpdateResponse:
         b = self.book

@@ -16,6 +16,8 @@ correctly rounded quotient while |x| < 2**53.
 """
 from __future__ import annotations
 
+from itertools import accumulate
+
 import msgspec
 import numpy as np
 from numba import njit
@@ -64,8 +66,7 @@ def encode_updates(run, rows: np.ndarray, keys: list[str], pools) -> list[bytes]
     ``daemon.engine._Run``), answering the request whose key is ``keys[e]``. ``pools``: the event
     builder's synced pools (portfolio, slot, instrument, then the four category axes)."""
     kb = [k.encode() for k in keys]
-    key_offs = np.zeros(len(kb) + 1, np.int64)
-    np.cumsum([len(b) for b in kb], out=key_offs[1:])
+    key_offs = np.fromiter(accumulate(map(len, kb), initial=0), np.int64, len(kb) + 1)
     key_data = np.frombuffer(b"".join(kb), np.uint8)
     names = pools[2:7]
     args = (rows, run.out, run.exp, run.slot, run.cats, run.price, run.mult, run.ratio, float(run.ms),
