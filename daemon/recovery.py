@@ -7,8 +7,10 @@ Runs on: the main thread at start-up; checkpoints are snapshotted on the engine
 thread and written on a worker thread. Imports: numpy, msgspec, daemon, persistence, transport.
 
 What a checkpoint holds: every book array, the id maps, the idempotency window
-(key, digest, encoded reply), the per-portfolio event sequences, and the journal
-sequence and receive time it covers.
+(key, digest, encoded reply; a replayed reply as its run's arrays and rows), the
+per-portfolio event sequences, and the journal sequence and receive time it
+covers. The window goes in columns: encoded in chunks when every reply is the
+bytes sent (the live case), else as one list per field, in window order.
 """
 from __future__ import annotations
 
@@ -76,19 +78,33 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
             chunks.append([enc.encode(keys[i:i + _CHUNK]), enc.encode(digests[i:i + _CHUNK]),
                            enc.encode(datas[i:i + _CHUNK])])
         items = ()
-    for k, (d, r) in items:
-        if type(r) is Encoded:
-            window.append([k, d, r.data])
-        elif type(r) is _Lazy and (r.typ == 0 or r.detail):  # a replayed reply of per-row detail: its
-            # run's arrays once and where it sits in them (building it here would cost ~20 us a key)
-            j = run_ix.get(id(r.run))
-            if j is None:
-                j = run_ix[id(r.run)] = len(runs)
-                runs.append(run_state(r.run))
-            window.append([k, d, j, r.lo, r.hi, r.typ, r.detail])
-        else:
-            window.append([k, d, enc.encode(materialize(r))])
-    meta = enc.encode({**meta, "window": window, "runs": runs, "window_chunks": chunks})
+    cols = None
+    if items:  # columns, in window order: [keys, digests, run, lo, hi, type, detail, reply bytes]
+        cols = [[], [], [], [], [], [], [], []]
+        keys_c, dig_c, run_c, lo_c, hi_c, typ_c, det_c, data_c = cols
+        for k, (d, r) in items:
+            keys_c.append(k)
+            dig_c.append(d)
+            if type(r) is _Lazy and (r.typ == 0 or r.detail):  # a replayed reply of per-row detail:
+                # its run's arrays once and where it sits in them (building it here: ~20 us a key)
+                j = run_ix.get(id(r.run))
+                if j is None:
+                    j = run_ix[id(r.run)] = len(runs)
+                    runs.append(run_state(r.run))
+                run_c.append(j)
+                lo_c.append(r.lo)
+                hi_c.append(r.hi)
+                typ_c.append(r.typ)
+                det_c.append(r.detail)
+                data_c.append(None)
+            else:  # the bytes sent, or the small reply built now
+                run_c.append(-1)
+                lo_c.append(0)
+                hi_c.append(0)
+                typ_c.append(0)
+                det_c.append(False)
+                data_c.append(r.data if type(r) is Encoded else enc.encode(materialize(r)))
+    meta = enc.encode({**meta, "window": window, "window_cols": cols, "runs": runs, "window_chunks": chunks})
     _, cdir = dirs(settings)
     t0 = time.perf_counter()
     path = ckpt.write_checkpoint(cdir, seq, arrays, meta)
@@ -114,8 +130,15 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     for kb, db, rb in meta.get("window_chunks", ()):  # [keys, digests, reply bytes], msgpack, in order
         engine.window.put_many(msgspec.msgpack.decode(kb), zip(msgspec.msgpack.decode(db),
                                                               map(Encoded, msgspec.msgpack.decode(rb))))
-    runs = [run_from_state(book, st) for st in meta.get("runs", ())]
-    window = meta["window"]
+    dtypes: dict = {}  # a run's array descriptions repeat: each parsed once
+    runs = [run_from_state(book, st, dtypes) for st in meta.get("runs", ())]
+    cols = meta.get("window_cols")
+    if cols:  # [keys, digests, run, lo, hi, type, detail, reply bytes]: run -1 = the bytes
+        keys, digests, js, lo, hi, typ, detail, datas = cols
+        replies = [Encoded(b) if j < 0 else _Lazy(runs[j], k, a, z, t, x)
+                   for k, j, a, z, t, x, b in zip(keys, js, lo, hi, typ, detail, datas)]
+        engine.window.put_many(keys, zip(digests, replies))
+    window = meta["window"]  # checkpoints before window_cols: one list per entry
     if window and not runs:  # every entry [key, digest, msgpack bytes]
         engine.window.put_many([e[0] for e in window], zip([e[1] for e in window], map(Encoded, [e[2] for e in window])))
     elif window:  # some entries [key, digest, run, lo, hi, type, detail]: a replayed reply
