@@ -728,19 +728,16 @@ def run_state(run: _Run) -> list:
                        for x in (getattr(run, n) for n in _RUN_ARRAYS)]
 
 
-def run_from_state(book: Book, state: list, dtypes: dict | None = None) -> _Run:
-    """``dtypes``: a cache of parsed descriptions, shared by the runs of one restore."""
+def run_from_state(book: Book, state: list, dtypes: dict) -> _Run:
+    """``dtypes``: parsed descriptions by their repr, shared by the runs of one restore."""
     run = _Run.__new__(_Run)
     run.book, run.ms = book, state[0]
     for name, (descr, shape, data) in zip(_RUN_ARRAYS, state[1:]):
-        key = repr(descr)
-        dt = dtypes.get(key) if dtypes is not None else None
+        dt = dtypes.get(key := repr(descr))
         if dt is None:
             if isinstance(descr, list):  # a structured dtype: [[name, type], ...] back to tuples
                 descr = [tuple(f) for f in descr]
-            dt = np.lib.format.descr_to_dtype(descr)
-            if dtypes is not None:
-                dtypes[key] = dt
+            dt = dtypes[key] = np.lib.format.descr_to_dtype(descr)
         setattr(run, name, np.frombuffer(data, dt).reshape(shape))
     return run
 

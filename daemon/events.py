@@ -70,6 +70,11 @@ class EventBuilder:
         a = self._fitted = self.book.a
         n = a.positions.shape[0]
         self.marks.fit(n, a.portfolios.shape[0])
+        if len(self.last_versions) < a.portfolios.shape[0]:  # -2: no version seen, reported at the next flush
+            self.last_versions = np.concatenate([self.last_versions, np.full(
+                a.portfolios.shape[0] - len(self.last_versions), -2, np.int64)])
+        if len(self._touched) < a.portfolios.shape[0]:
+            self._touched = np.concatenate([self._touched, np.zeros(a.portfolios.shape[0] - len(self._touched), np.int8)])
         if len(self.last_qty) < n:
             grow = lambda x: np.concatenate([x, np.zeros(n - len(x), x.dtype)])  # noqa: E731
             self.last_qty, self.pub_inst = grow(self.last_qty), grow(self.pub_inst)
@@ -80,24 +85,25 @@ class EventBuilder:
                 new[: old.shape[0], : old.shape[1]] = old
                 self.pub[i] = new
 
+    def _follow(self) -> None:
+        """_fit when the book grew since the last one (growth builds a new BookArrays)."""
+        if self.book.a is not self._fitted:
+            self._fit()
+
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot, ok) -> None:
-        a = self.book.a
-        if len(self.marks.nxt) < a.positions.shape[0] or len(self.marks.head) < a.portfolios.shape[0]:
-            self._fit()
-        self.marks.mark(slot[ok], a.positions["portfolio"])
+        self._follow()
+        self.marks.mark(slot[ok], self.book.a.positions["portfolio"])
 
     def note_status(self, s: int) -> None:
-        self._fit()
+        self._follow()
         self.marks.mark(np.array([s], np.int64), self.book.a.positions["portfolio"])
 
     def touch(self, p: int) -> None:
-        if p < 0:
-            return
-        if p >= len(self._touched):
-            self._touched = np.concatenate([self._touched, np.zeros(max(p + 1, 2 * len(self._touched))
-                                                                    - len(self._touched), np.int8)])
-        self._touched[p] = 1
+        """Portfolio p (a book index) changed by a command other than a trade."""
+        if p >= 0:
+            self._follow()
+            self._touched[p] = 1
 
     def sequence(self, p: int) -> int:
         return int(self.seq[p]) if p < len(self.seq) else 0
@@ -110,18 +116,14 @@ class EventBuilder:
         holds the loop for long, every changed portfolio is reported within a bounded number of
         flushes, and a flush costs what it reports, not what is still waiting."""
         book = self.book
+        self._follow()
         a = book.a
-        if a is not self._fitted:  # the book grew since the last flush (growth builds a new BookArrays)
-            self._fit()
         n_pf = len(book.portfolio_ids)
         if len(self.seq) < n_pf:
             self.seq = np.concatenate([self.seq, np.zeros(max(n_pf, 2 * len(self.seq)) - len(self.seq), np.int64)])
         if len(self._ps) < n_pf:  # scratch, per portfolio (sized apart from seq, which a checkpoint restores)
             self._total = np.zeros(max(n_pf, 2 * len(self._ps)))
             self._ps = np.empty(len(self._total), np.int64)
-        if len(self.last_versions) < a.portfolios.shape[0]:
-            self.last_versions = np.concatenate([self.last_versions, np.full(
-                a.portfolios.shape[0] - len(self.last_versions), -2, np.int64)])
         n, marked = changed_portfolios_nb(self.marks.count, a.portfolios, self.last_versions, self._touched, n_pf,
                                           self.reval, self._ps)
         ps = ps_all = self._ps[:n]
@@ -213,10 +215,8 @@ def changed_portfolios_nb(count, portfolios, last_versions, touched, n_pf, reval
     how many, and how many slots they have marked."""
     n = 0
     marked = 0
-    n_touched = touched.shape[0]
     for p in range(n_pf):
-        if (count[p] != 0 or (p < n_touched and touched[p] != 0)
-                or (reval and portfolios[p].version != last_versions[p])):
+        if count[p] != 0 or touched[p] != 0 or (reval and portfolios[p].version != last_versions[p]):
             out[n] = p
             n += 1
             marked += count[p]
@@ -233,8 +233,7 @@ def stamp_portfolios_nb(ps, portfolios, total, last_versions, touched, seq, seqs
         pf = portfolios[p]
         total[p] = np.float64(pf.cash_base + pf.long_mv + pf.short_mv)
         last_versions[p] = pf.version
-        if p < touched.shape[0]:
-            touched[p] = 0
+        touched[p] = 0
         seq[p] += 1
         seqs[i] = seq[p]
 

@@ -64,7 +64,7 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
     the journal after it stays (the thread can always resume, like a replication slot)."""
     seq, arrays, meta = snap or snapshot(engine)
     enc = msgspec.msgpack.Encoder()
-    runs, run_ix, window, chunks = [], {}, [], []
+    runs, run_ix, chunks = [], {}, []
     items = meta["window"]
     keys = [k for k, _ in items]  # comprehensions: zip(*items) over a million rows is 5-20x slower
     digests = [v[0] for _, v in items]
@@ -104,7 +104,8 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
                 typ_c.append(0)
                 det_c.append(False)
                 data_c.append(r.data if type(r) is Encoded else enc.encode(materialize(r)))
-    meta = enc.encode({**meta, "window": window, "window_cols": cols, "runs": runs, "window_chunks": chunks})
+    # ("window": the layout before window_cols, one list per entry; empty now, read for old checkpoints)
+    meta = enc.encode({**meta, "window": [], "window_cols": cols, "runs": runs, "window_chunks": chunks})
     _, cdir = dirs(settings)
     t0 = time.perf_counter()
     path = ckpt.write_checkpoint(cdir, seq, arrays, meta)
