@@ -441,10 +441,15 @@ class Book:
         return reason
 
     # ------------------------------------------------------------ checkpoints
-    def export_state(self, reuse: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    def export_state(self, reuse: dict[str, np.ndarray] | None = None,
+                     copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         """A consistent copy of everything (arrays + id maps), for a checkpoint. Copies, so the
         engine can go on while a thread writes it. Runs on the engine thread, so nothing here is a
-        Python loop over slots: the (portfolio, instrument) -> head map is rebuilt from the arrays."""
+        Python loop over slots: the (portfolio, instrument) -> head map is rebuilt from the arrays.
+        ``copy=False``: the live arrays themselves, for a forked child whose view of private
+        memory is frozen at the fork (daemon/ckptfork.py)."""
+        if not copy:
+            return dict(self.a._asdict()), self._export_meta()
         arrays = {}
         # the slot lists change only when slots are allocated: when these very buffers received
         # them at the last export and none was allocated since, they still hold them (a third of
@@ -467,7 +472,10 @@ class Book:
             arrays[k] = dst
         # a weak reference: the book must not keep a caller's snapshot buffers alive
         self._pools_exported = (self._pools_changed, weakref.ref(arrays["inst_pool"]))
-        meta = {
+        return arrays, self._export_meta()
+
+    def _export_meta(self) -> dict:
+        return {
             "capacity": dict(self._cap),
             "pivot": self.currency_ids.ids[self.pivot],
             "ids": {name: list(getattr(self, name).ids) for name in _INTERNERS},
@@ -476,7 +484,6 @@ class Book:
             "instrument_info": [[k, info] for k, info in self.instrument_info.items()],
             "instrument_limits": [[p, k, v] for (p, k), v in self.instrument_limits.items()],
         }
-        return arrays, meta
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict, shm_name: str | None = None,

@@ -1,23 +1,26 @@
-"""Periodic checkpoints written by a forked child, so their encoding never takes the engine's GIL.
+"""Periodic checkpoints written by a forked child, so their work never takes the engine's GIL.
 
-Owns: ``fork_checkpoint`` (fork; the child lists the idempotency window, encodes and writes
-the snapshot, retires old checkpoints, reports, exits) and ``wait_checkpoint`` (the parent's
-side, on the checkpoint thread: read the child's report, reap it).
-Runs on: the engine thread (fork) and the checkpoint thread (wait). Imports: stdlib, msgspec, daemon.
+Owns: ``fork_checkpoint`` (fork; the child, at idle CPU priority, runs the checkpoint job:
+snapshot, encode and write, retire old checkpoints; reports, exits) and ``wait_checkpoint``
+(the parent's side, on the checkpoint thread: read the child's report, reap it).
+Runs on: the engine thread (fork) and the checkpoint thread (wait). Imports: stdlib, msgspec.
 
 Why: a checkpoint's Python work (listing and encoding a million-key idempotency window, the
 id maps, building the file) ran on a thread of this process. Under the GIL every millisecond
 of it was a millisecond the engine could not apply, and at a rate near one core's capacity the
 engine never caught up with the backlog: seconds of p99 in every checkpoint minute of the soak
-(perf/RESULTS.md). A forked child does that work on the other core, on a copy-on-write view of
-the window. The book's arrays are shared memory (not copy-on-write), so the engine still copies
-them into the snapshot's private buffers before forking, as before.
+(perf/RESULTS.md). A forked child does that work on the other core, on a copy-on-write view.
+When the book is in private memory (the default) that view is the snapshot: the engine pays
+only the fork, and the child writes the arrays as they were at that instant (ADR 0014,
+amendment). A book in a shared-memory arena is not copy-on-write, so the engine copies it into
+the snapshot's buffers before forking.
 
-The child is careful: it runs only this function; it does not touch asyncio, ZeroMQ or any lock
+The child is careful: it runs only its job; it does not touch asyncio, ZeroMQ or any lock
 another thread may hold (logging's locks are re-made after a fork by the logging module); it
 restores default SIGTERM/SIGINT handling and drops the loop's signal wake-up fd, dies with its
-parent (PR_SET_PDEATHSIG, so a kill -9 of the daemon is still a crash mid-checkpoint), and
-leaves with os._exit (no buffered file of the parent's is flushed twice).
+parent (PR_SET_PDEATHSIG, so a kill -9 of the daemon is still a crash mid-checkpoint), runs at
+SCHED_IDLE (it takes only CPU nothing else wants: on two cores, the engine's and the load's
+come first), and leaves with os._exit (no buffered file of the parent's is flushed twice).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import ctypes
 import gc
 import os
 import signal
+from collections.abc import Callable
 
 import msgspec
 
@@ -44,9 +48,20 @@ def _die_with(parent: int) -> None:
         os._exit(3)
 
 
-def fork_checkpoint(write, engine, settings, snap, floor) -> tuple[int, int]:
-    """Fork; the child calls ``write(engine, settings, snap, floor)`` (recovery.write_checkpoint)
-    with the window listed from its own copy. Returns (child pid, read end of its report pipe)."""
+def _idle_priority() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
+def fork_checkpoint(job: Callable[[], tuple[str, int]]) -> tuple[int, int]:
+    """Fork; the child runs ``job()`` (snapshot and recovery.write_checkpoint, returning the
+    path and the oldest checkpoint kept) on its copy-on-write view of this process. Returns
+    (child pid, read end of its report pipe)."""
     r, w = os.pipe()
     parent = os.getpid()
     try:
@@ -64,9 +79,8 @@ def fork_checkpoint(write, engine, settings, snap, floor) -> tuple[int, int]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             _die_with(parent)
-            seq, arrays, meta = snap
-            meta["window"] = list(engine.window.items())
-            report = write(engine, settings, (seq, arrays, meta), floor)
+            _idle_priority()
+            report = job()
             os.write(w, msgspec.msgpack.encode(["ok", *report]))
             code = 0
         except BaseException as e:  # noqa: BLE001 - reported to the parent, which logs it

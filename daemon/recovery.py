@@ -3,8 +3,9 @@
 Owns: ``open_engine`` (build the engine from what is on disk and attach a journal
 writer), ``write_checkpoint`` (the engine's state -> persistence.checkpoint) and
 ``state_as_of`` (a scratch engine rebuilt up to a past time).
-Runs on: the main thread at start-up; checkpoints are snapshotted on the engine
-thread and written on a worker thread. Imports: numpy, msgspec, daemon, persistence, transport.
+Runs on: the main thread at start-up; periodic checkpoints are snapshotted and written
+by a forked child (daemon/ckptfork.py), or copied on the engine thread and written on a
+worker thread. Imports: numpy, msgspec, daemon, persistence, transport.
 
 What a checkpoint holds: every book array, the id maps, the idempotency window
 (key, digest, encoded reply; a replayed reply as its run's arrays and rows), the
@@ -38,14 +39,16 @@ def dirs(settings: Settings) -> tuple[str, str]:
     return os.path.join(base, "journal"), os.path.join(base, "checkpoints")
 
 
-def snapshot(engine: Engine, reuse: dict | None = None, window: bool = True) -> tuple[int, dict, dict]:
+def snapshot(engine: Engine, reuse: dict | None = None, window: bool = True,
+             copy: bool = True) -> tuple[int, dict, dict]:
     """(journal seq, arrays, meta): a consistent copy taken on the engine thread (into ``reuse``,
     the previous snapshot's arrays, when given). The window's entries are copied as they are;
     encoding them is left to the writer. ``window=False`` leaves the window out, for a forked
-    writer that lists it from its own copy (daemon/ckptfork.py)."""
-    arrays, meta = engine.book.export_state(reuse)
-    arrays["event_seq"] = engine.events.seq.copy()
-    arrays["perf"] = engine.perf.s.copy()
+    writer that lists it from its own copy; ``copy=False`` takes the arrays as they are, in a
+    forked child whose private memory is the engine's state at the fork (daemon/ckptfork.py)."""
+    arrays, meta = engine.book.export_state(reuse, copy=copy)
+    arrays["event_seq"] = engine.events.seq.copy() if copy else engine.events.seq
+    arrays["perf"] = engine.perf.s.copy() if copy else engine.perf.s
     meta["perf_day"] = engine.perf.day
     if window:
         meta["window"] = list(engine.window.items())

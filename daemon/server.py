@@ -296,37 +296,63 @@ class Server:
             self._when_durable(self._checkpoint_now)
         asyncio.get_running_loop().call_later(self.settings.journal.checkpoint_interval_s, self._checkpoint_due)
 
+    def _checkpoint_asked(self) -> None:
+        """SIGUSR1: a checkpoint now (an operator before maintenance; perf/bench_checkpoint.py)."""
+        if self.journal is None:
+            log.warning("SIGUSR1: no journal, so no checkpoint to write")
+        elif self._checkpointing:
+            log.info("SIGUSR1: a checkpoint is being written already")
+        else:
+            log.info("SIGUSR1: checkpoint asked")
+            self._when_durable(self._checkpoint_now)
+
     def _checkpoint_now(self) -> None:
         from .recovery import snapshot, write_checkpoint
 
         if self._checkpointing or self.journal is None or self.journal.failed:
             return
         self._checkpointing = True
-        forked = self.settings.journal.checkpoint_fork and ckptfork.available()
+        engine, settings = self.engine, self.settings
+        forked = settings.journal.checkpoint_fork and ckptfork.available()
+        cow = forked and engine.book.arena is None  # private memory: the fork itself is the snapshot
+        floor = self.sink.wb.persisted if self.sink is not None else None
         t0 = time.perf_counter()
-        # a copy, on this thread: consistent (the window is listed by the forked child, from its copy)
-        snap = snapshot(self.engine, self._ckpt_arrays, window=not forked)
+        snap = None
+        if not cow:
+            # a copy, on this thread: consistent (a forked child lists the window from its copy)
+            snap = snapshot(engine, self._ckpt_arrays, window=not forked)
+            self._ckpt_arrays = snap[1]  # reused by the next one (never while this one is being written)
         t_snap = time.perf_counter()
-        self._ckpt_arrays = snap[1]  # reused by the next one (never while this one is being written)
         loop = asyncio.get_running_loop()
 
         def done(f):
             loop.call_soon_threadsafe(self._checkpointed, f)
 
-        floor = self.sink.wb.persisted if self.sink is not None else None
+        def job():  # in the child
+            if cow:
+                return write_checkpoint(engine, settings, snapshot(engine, copy=False), floor)
+            seq, arrays, meta = snap
+            return write_checkpoint(engine, settings, (seq, arrays, {**meta, "window": list(engine.window.items())}),
+                                    floor)
+
         if forked:
             try:
-                pid, r = ckptfork.fork_checkpoint(write_checkpoint, self.engine, self.settings, snap, floor)
+                pid, r = ckptfork.fork_checkpoint(job)
             except OSError as e:  # e.g. no memory for the child's page tables: write it from a thread
                 log.warning("checkpoint: fork failed (%s); writing it from a thread", e)
-                snap[2]["window"] = list(self.engine.window.items())
+                if snap is None:
+                    snap = snapshot(engine, self._ckpt_arrays)
+                    self._ckpt_arrays = snap[1]
+                else:
+                    snap[2]["window"] = list(engine.window.items())
                 forked = False
         if forked:
-            log.info("checkpoint at seq %d: snapshot %.1f ms + fork %.1f ms on the engine thread (child %d)",
-                     snap[0], 1e3 * (t_snap - t0), 1e3 * (time.perf_counter() - t_snap), pid)
+            log.info("checkpoint at seq %d: %s %.1f ms + fork %.1f ms on the engine thread (child %d)",
+                     engine.last_seq, "copy-on-write, snapshot in the child," if cow else "snapshot",
+                     1e3 * (t_snap - t0), 1e3 * (time.perf_counter() - t_snap), pid)
             self._ckpt_pool.submit(ckptfork.wait_checkpoint, pid, r).add_done_callback(done)
         else:
-            self._ckpt_pool.submit(write_checkpoint, self.engine, self.settings, snap, floor).add_done_callback(done)
+            self._ckpt_pool.submit(write_checkpoint, engine, settings, snap, floor).add_done_callback(done)
 
     def _checkpointed(self, fut) -> None:
         self._checkpointing = False
@@ -475,6 +501,7 @@ class Server:
             loop.add_reader(s.getsockopt(zmq.FD), self._on_feed, kind, s)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, sig)
+        loop.add_signal_handler(signal.SIGUSR1, self._checkpoint_asked)
         self.engine.health_hook = self.health
         t = self.settings.transport
         if self.fsync == "off" and self.journal is not None:
@@ -486,9 +513,11 @@ class Server:
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
-            # the snapshot's buffers, faulted in now while idle: the first checkpoint under load
-            # otherwise copies into fresh pages (measured 0.5 s against 0.1 s on the engine thread)
-            self._ckpt_arrays, _ = self.engine.book.export_state()
+            if self.engine.book.arena is not None or not (self.settings.journal.checkpoint_fork
+                                                          and ckptfork.available()):
+                # the snapshot's buffers, faulted in now while idle: the first checkpoint under load
+                # otherwise copies into fresh pages (measured 0.5 s against 0.1 s on the engine thread)
+                self._ckpt_arrays, _ = self.engine.book.export_state()
             loop.call_later(self.settings.journal.checkpoint_interval_s, self._checkpoint_due)
         loop.call_later(1.0, self._freeze)
         if self.sink is not None:

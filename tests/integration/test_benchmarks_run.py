@@ -13,6 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
     ("bench_kernels.py", "ns/trade"),
     ("bench_recovery.py", "updates/s"),
     ("bench_daemon.py", "updates/s"),
+    ("bench_checkpoint.py", "with a checkpoint"),
 ])
 def test_benchmark_quick_mode_produces_figures(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "perf" / script), "--quick", "--no-write"],

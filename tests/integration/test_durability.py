@@ -216,13 +216,20 @@ def test_pipelined_requests_all_get_durable_replies(tmp_path, window):
         assert d.stop() == 0
 
 
-@pytest.mark.parametrize("fork", ["true", "false"])
-def test_periodic_checkpoints_restore_state_and_window_after_kill(tmp_path, fork):
+@pytest.mark.parametrize("fork,arena", [("true", False), ("true", True), ("false", False)],
+                         ids=["fork-private", "fork-shm", "thread"])
+def test_periodic_checkpoints_restore_state_and_window_after_kill(tmp_path, fork, arena):
     """Periodic checkpoints, from a forked child (the default) or a thread: after kill -9 the
     daemon restarts from the newest one (not from the start of the journal), with the same state
-    and the same idempotency window; a forked writer dies with its parent."""
-    d = DaemonProcess(tmp_path, "tcp", extra=["--set", "journal.checkpoint_interval_s=0.2",
-                                              "--set", f"journal.checkpoint_fork={fork}"])
+    and the same idempotency window; a forked writer dies with its parent. A book in private
+    memory is snapshotted by the child itself (copy-on-write); one in a shared-memory arena is
+    copied by the engine before the fork."""
+    extra = ["--set", "journal.checkpoint_interval_s=0.2", "--set", f"journal.checkpoint_fork={fork}"]
+    if arena:
+        shm_dir = tmp_path / "shm"
+        shm_dir.mkdir()
+        extra += ["--set", f"book.shm_name=ckpt{os.getpid()}", "--set", f"book.shm_dir={shm_dir}"]
+    d = DaemonProcess(tmp_path, "tcp", extra=extra)
     d.wait_ready()
     with d.client() as c:
         seed(c)
@@ -234,6 +241,8 @@ def test_periodic_checkpoints_restore_state_and_window_after_kill(tmp_path, fork
         before = full_state(c)
     out = d.output()
     assert ("ms + fork" in out) == (fork == "true"), out
+    if fork == "true":
+        assert ("copy-on-write, snapshot in the child" in out) == (not arena), out
     parent = psutil.Process(d.proc.pid)
     kids = parent.children()
     d.proc.send_signal(signal.SIGKILL)
@@ -253,3 +262,37 @@ def test_periodic_checkpoints_restore_state_and_window_after_kill(tmp_path, fork
         assert got and int(got.group(1)) > 0, d2.output()
     finally:
         assert d2.stop() == 0, d2.output()
+
+
+def test_sigusr1_writes_a_checkpoint_now(tmp_path):
+    """An operator's checkpoint before maintenance (and perf/bench_checkpoint.py's): SIGUSR1 writes
+    one now, with periodic checkpoints off; without a journal it is refused in the log, harmlessly."""
+    d = DaemonProcess(tmp_path, "tcp", extra=["--set", "journal.checkpoint_interval_s=0"])
+    d.wait_ready()
+    try:
+        with d.client() as c:
+            seed(c)
+            trade_some(c)
+            before = full_state(c)
+            d.proc.send_signal(signal.SIGUSR1)
+            deadline = time.time() + 30
+            while time.time() < deadline and not re.search(r"checkpoint \S+\.ckpt \(seq [1-9]", d.output()):
+                time.sleep(0.1)
+            assert "SIGUSR1: checkpoint asked" in d.output(), d.output()
+            assert re.search(r"checkpoint \S+\.ckpt \(seq [1-9]", d.output()), d.output()
+            assert full_state(c) == before
+    finally:
+        assert d.stop() == 0, d.output()
+    (tmp_path / "bare").mkdir()
+    bare = DaemonProcess(tmp_path / "bare", "tcp", extra=["--set", "journal.data_dir=", "--set", "sink.backend=none"])
+    bare.wait_ready()
+    try:
+        bare.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + 10
+        while time.time() < deadline and "SIGUSR1: no journal" not in bare.output():
+            time.sleep(0.1)
+        assert "SIGUSR1: no journal" in bare.output(), bare.output()
+        with bare.client() as c:
+            seed(c)  # still serving
+    finally:
+        assert bare.stop() == 0, bare.output()

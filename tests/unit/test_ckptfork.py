@@ -1,36 +1,42 @@
-"""The forked checkpoint writer: its report, its failures, and a fork that cannot happen."""
+"""The forked checkpoint writer: its report, its failures, its priority, a fork that cannot
+happen, and the copy-on-write view that lets it snapshot the book itself."""
 import os
-import types
 
 import pytest
-
 from portfolio_state.daemon import ckptfork
 
 
-def _engine(window):
-    return types.SimpleNamespace(window=window)
-
-
-def test_the_child_lists_the_window_writes_and_reports(tmp_path):
-    def write(engine, settings, snap, floor):
-        seq, arrays, meta = snap
-        path = tmp_path / f"{seq}.out"
-        path.write_text(repr(sorted(meta["window"])) + f" {arrays['x']} {floor}")
-        return str(path), seq - 1
-
+def test_the_child_sees_the_fork_instant_writes_and_reports(tmp_path):
     window = {"k1": ("d1", b"r1"), "k2": ("d2", b"r2")}
-    pid, r = ckptfork.fork_checkpoint(write, _engine(window), None, (7, {"x": 3}, {}), 5)
+
+    def job():
+        path = tmp_path / "7.out"
+        path.write_text(repr(sorted(window.items())))
+        return str(path), 6
+
+    pid, r = ckptfork.fork_checkpoint(job)
     window["k3"] = ("d3", b"r3")  # the parent goes on changing it; the child saw the fork's copy
     path, oldest = ckptfork.wait_checkpoint(pid, r)
     assert (path, oldest) == (str(tmp_path / "7.out"), 6)
-    assert (tmp_path / "7.out").read_text() == "[('k1', ('d1', b'r1')), ('k2', ('d2', b'r2'))] 3 5"
+    assert (tmp_path / "7.out").read_text() == "[('k1', ('d1', b'r1')), ('k2', ('d2', b'r2'))]"
+
+
+def test_the_child_runs_at_idle_priority(tmp_path):
+    """On two cores the writer must not take CPU the engine or its clients want."""
+    def job():
+        (tmp_path / "policy").write_text(f"{os.sched_getscheduler(0)} {os.nice(0)}")
+        return "", 0
+
+    ckptfork.wait_checkpoint(*ckptfork.fork_checkpoint(job))
+    policy, nice = map(int, (tmp_path / "policy").read_text().split())
+    assert policy == os.SCHED_IDLE or nice == 19
 
 
 def test_a_failing_child_is_reported_with_its_error():
-    def write(engine, settings, snap, floor):
+    def job():
         raise OSError(28, "No space left on device")
 
-    pid, r = ckptfork.fork_checkpoint(write, _engine({}), None, (1, {}, {}), None)
+    pid, r = ckptfork.fork_checkpoint(job)
     with pytest.raises(RuntimeError, match="exited with 1: OSError: .*No space left"):
         ckptfork.wait_checkpoint(pid, r)
 
@@ -42,7 +48,7 @@ def test_a_fork_that_fails_leaves_no_open_pipe(monkeypatch):
     before = set(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(os, "fork", no_fork)
     with pytest.raises(OSError):
-        ckptfork.fork_checkpoint(lambda *a: None, _engine({}), None, (1, {}, {}), None)
+        ckptfork.fork_checkpoint(lambda: ("", 0))
     assert set(os.listdir("/proc/self/fd")) == before
 
 
@@ -58,12 +64,12 @@ def test_the_child_dies_with_its_parent(tmp_path):
         pytest.skip("no fork here")
     pidfile = tmp_path / "child.pid"
     script = f"""
-import time, types
+import time
 from portfolio_state.daemon import ckptfork
-def write(engine, settings, snap, floor):
+def job():
     open({str(pidfile)!r}, "w").write(str(__import__("os").getpid()))
     time.sleep(60)
-ckptfork.fork_checkpoint(write, types.SimpleNamespace(window={{}}), None, (1, {{}}, {{}}), None)
+ckptfork.fork_checkpoint(job)
 time.sleep(60)
 """
     parent = subprocess.Popen([sys.executable, "-c", script])
