@@ -22,6 +22,7 @@ from portfolio_state.kernels import (
     BookArrays,
     Reason,
     alloc_slots_nb,
+    apply_cash_flow_nb,
     apply_cash_flows_nb,
     apply_fx_nb,
     apply_prices_nb,
@@ -424,6 +425,11 @@ class Book:
         out = np.zeros(len(portfolio), cash_out_dt)
         apply_cash_flows_nb(self.a, portfolio, currency, kind, amount, ts, out)
         return out
+
+    def apply_cash_flow(self, p: int, currency: int, kind: int, amount: float, ts: int) -> tuple[int, int, int, int]:
+        """One cash flow: (reason, amount, cash, cash_impact), as a row of ``apply_cash_flows``."""
+        a = self.a
+        return apply_cash_flow_nb(a.portfolios, a.fx, a.cash, a.exp_currency, p, currency, kind, amount, ts)
 
     def apply_prices(self, instrument, price, ts):
         reason = np.zeros(len(instrument), np.int32)

@@ -457,17 +457,21 @@ class Engine:
             return
         try:
             now = self._recv_ns
-            cmds = [it.cmd for it, _, _ in rows]
-            out = book.apply_cash_flows(
-                np.array([p for _, p, _ in rows], np.int32), np.array([c for _, _, c in rows], np.int32),
-                np.array([FLOW[c.flow_type] for c in cmds], np.int8), np.array([c.amount for c in cmds], np.float64),
-                np.array([c.timestamp or now for c in cmds], np.int64))
+            if len(rows) == 1:  # a frame of one, the common case: scalars in, a tuple out
+                it, p, c = rows[0]
+                cmd = it.cmd
+                results = [book.apply_cash_flow(p, c, FLOW[cmd.flow_type], cmd.amount, cmd.timestamp or now)]
+            else:
+                cmds = [it.cmd for it, _, _ in rows]
+                results = book.apply_cash_flows(
+                    np.array([p for _, p, _ in rows], np.int32), np.array([c for _, _, c in rows], np.int32),
+                    np.array([FLOW[c.flow_type] for c in cmds], np.int8), np.array([c.amount for c in cmds], np.float64),
+                    np.array([c.timestamp or now for c in cmds], np.int64)).tolist()  # (reason, amount, cash, impact)
         except Exception:
             for it, _, _ in rows:
                 _internal(it, "cash flow")
             return
-        for (it, p, _), (reason, amount, cash, impact) in zip(
-                rows, zip(*(out[f].tolist() for f in ("reason", "amount", "cash", "cash_impact")))):
+        for (it, p, _), (reason, amount, cash, impact) in zip(rows, results):
             cmd = it.cmd
             if reason:
                 it.reply = _err(REASON_NAMES[reason], cmd.key)

@@ -43,6 +43,11 @@ from .book import Book
 from .marks import PortfolioMarks
 
 
+#: a flush's slot rows when no slot is marked: (slots, old quantities, exposure keys, values, ends)
+_NO_ROWS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros((0, 4)),
+            np.zeros(5, np.int64))  # (writeable, as the compiled encoder's other callers pass them: no new specialization)
+
+
 class EventBuilder:
     def __init__(self, book: Book, revaluation_events: bool = True):
         self.book = book
@@ -60,6 +65,7 @@ class EventBuilder:
         self._fitted = None                       # the BookArrays _fit last followed
         self.backlog = 0                          # changed portfolios left for the next flush
         self._pools = [Pool([]) for _ in range(7)]  # encoded ids and names (see pools)
+        self._names = None                        # the category pools' (data, offs) tuples, for the encoder
         self._buf = np.empty(1 << 16, np.uint8)   # the flush's encoded events, grown when one does not fit
         self.run = os.urandom(4).hex()            # event_id = run-portfolio-sequence
         self._run_id = np.frombuffer(self.run.encode(), np.uint8)
@@ -145,15 +151,20 @@ class EventBuilder:
         seqs = np.empty(len(ps), np.int64)
         # total_value of each reported portfolio (for the percentages below), its version seen, its next sequence
         stamp_portfolios_nb(ps, a.portfolios, self._total, self.last_versions, self._touched, self.seq, seqs)
-        ds = self.marks.take(ps)
-        keys, vals, ends = self._exposure_rows(ds)
-        old_q = np.empty(len(ds), np.int64)
-        advance_quantities_nb(ds, a.positions, self.last_qty, old_q)
+        if marked:  # (over every changed portfolio, so over the ones reported too)
+            ds = self.marks.take(ps)
+            keys, vals, ends = self._exposure_rows(ds)
+            old_q = np.empty(len(ds), np.int64)
+            advance_quantities_nb(ds, a.positions, self.last_qty, old_q)
+        else:  # no slot marked (cash flows, portfolio changes): the state part of the events only
+            ds, old_q, keys, vals, ends = _NO_ROWS
         pools = self.pools()
-        names = (pools[2], pools[3], pools[4], pools[5], pools[6])  # INSTRUMENT .. ASSET_CLASS
+        names = self._names
+        if names is None:  # INSTRUMENT .. ASSET_CLASS, as the compiled encoder takes them; re-made when a pool grows
+            names = self._names = (tuple(pools[i].data for i in range(2, 7)), tuple(pools[i].offs for i in range(2, 7)))
         args = (ps, seqs, a.portfolios, pools[0].data, pools[0].offs, self._run_id, time.time_ns(),
                 ds, old_q, a.positions, self._total, pools[1].data, pools[1].offs,
-                tuple(q.data for q in names), tuple(q.offs for q in names), keys, vals, ends)
+                names[0], names[1], keys, vals, ends)
         ev_end = np.empty(len(ps), np.int64)
         w = encode_events_nb(self._buf, ev_end, *args)
         while w < 0:  # the buffer was too small (a flush larger than any before): grow it, write again
@@ -182,8 +193,10 @@ class EventBuilder:
         for i, names in enumerate(lists):
             if pools[i].names is not names:  # a book's lists are its own for life; this is a new book's
                 pools[i] = Pool(names)
+                self._names = None
             if len(names) != pools[i].n:
                 pools[i].sync()
+                self._names = None
         return pools
 
     def _exposure_rows(self, ds):

@@ -617,6 +617,8 @@ def warm_up() -> None:
         m.PortfolioStateRequest("W"),
     ]
     e.handle([([b""], codec.encode(c)) for c in cmds], time.time_ns())
+    e.handle([([b""], codec.encode(m.CashFlowRequest(f"w{8 + i}", f"c{i}", "W", 1.0, "USD", "FEE"))) for i in range(2)],
+             time.time_ns())  # a run of two: the batch cash-flow kernel (one alone takes the scalar one)
     e.flush_events()  # the event builder's compiled part too
     np.zeros(1)
 

@@ -1,7 +1,7 @@
 """The cash-flow kernel: DEPOSIT, WITHDRAWAL, DIVIDEND, INTEREST, FEE.
 
 
-Owns: ``apply_cash_flows_nb``.
+Owns: ``apply_cash_flows_nb`` (a batch) and ``apply_cash_flow_nb`` (one), both ``cash_flow_nb``.
 Runs on: the engine thread. Imports: numpy, numba, kernels.
 
 Amounts are magnitudes (> 0) in the flow's currency; the type gives the sign:
@@ -11,10 +11,40 @@ records, not a flow it refuses). A currency without a known FX rate to the
 portfolio's base currency is rejected (NO_FX_RATE).
 """
 
-from .jit import kernel
+import numpy as np
+
 from .enums import MAX_MONEY, MONEY_SCALE, PF_ACTIVE, CashFlowType, Reason
 from .fixedpoint import fx_known_nb, fx_ratio_nb, release_fence_nb, to_fixed_nb
-from .valuation import apply_cash_change_nb
+from .jit import inline, kernel
+from .valuation import cash_change_nb
+
+
+@inline
+def cash_flow_nb(portfolios, fx, cash, exp_currency, p, c, k, amount, ts):
+    """One cash flow: (reason, signed amount in flow-currency cents, the new balance in that
+    currency, the change of cash_balance in base cents); nothing changes unless reason is OK."""
+    if p < 0 or p >= portfolios.shape[0] or (portfolios[p].flags & PF_ACTIVE) == 0:
+        return Reason.UNKNOWN_PORTFOLIO, np.int64(0), np.int64(0), np.int64(0)
+    if k < CashFlowType.DEPOSIT or k > CashFlowType.FEE:
+        return Reason.BAD_KIND, np.int64(0), np.int64(0), np.int64(0)
+    ok, cents = to_fixed_nb(amount, MONEY_SCALE, MAX_MONEY)
+    if not ok or cents <= 0:
+        return Reason.BAD_AMOUNT, np.int64(0), np.int64(0), np.int64(0)
+    pf = portfolios[p]
+    if c < 0 or c >= fx.shape[0] or not fx_known_nb(fx_ratio_nb(fx, c, pf.base_ccy)):
+        return Reason.NO_FX_RATE, np.int64(0), np.int64(0), np.int64(0)
+    if k == CashFlowType.WITHDRAWAL or k == CashFlowType.FEE:
+        cents = -cents
+    if abs(cash[p, c] + cents) > MAX_MONEY:
+        return Reason.OVERFLOW, np.int64(0), np.int64(0), np.int64(0)
+    pf.version += 1
+    release_fence_nb()
+    impact = cash_change_nb(portfolios, fx, cash, exp_currency, p, c, cents)
+    pf.seq += 1
+    pf.updated_ns = ts
+    release_fence_nb()
+    pf.version += 1
+    return Reason.OK, np.int64(cents), cash[p, c], np.int64(impact)
 
 
 @kernel
@@ -27,37 +57,15 @@ def apply_cash_flows_nb(b, portfolio, currency, kind, amount, ts, out):
     n_ok = 0
     for i in range(portfolio.shape[0]):
         o = out[i]
-        p = portfolio[i]
-        c = currency[i]
-        k = kind[i]
-        o.reason = Reason.OK
-        if p < 0 or p >= b.portfolios.shape[0] or (b.portfolios[p].flags & PF_ACTIVE) == 0:
-            o.reason = Reason.UNKNOWN_PORTFOLIO
-            continue
-        if k < CashFlowType.DEPOSIT or k > CashFlowType.FEE:
-            o.reason = Reason.BAD_KIND
-            continue
-        ok, cents = to_fixed_nb(amount[i], MONEY_SCALE, MAX_MONEY)
-        if not ok or cents <= 0:
-            o.reason = Reason.BAD_AMOUNT
-            continue
-        pf = b.portfolios[p]
-        if c < 0 or c >= b.fx.shape[0] or not fx_known_nb(fx_ratio_nb(b.fx, c, pf.base_ccy)):
-            o.reason = Reason.NO_FX_RATE
-            continue
-        if k == CashFlowType.WITHDRAWAL or k == CashFlowType.FEE:
-            cents = -cents
-        if abs(b.cash[p, c] + cents) > MAX_MONEY:
-            o.reason = Reason.OVERFLOW
-            continue
-        pf.version += 1
-        release_fence_nb()
-        o.cash_impact = apply_cash_change_nb(b, p, c, cents)
-        pf.seq += 1
-        pf.updated_ns = ts[i]
-        release_fence_nb()
-        pf.version += 1
-        o.amount = cents
-        o.cash = b.cash[p, c]
-        n_ok += 1
+        o.reason, o.amount, o.cash, o.cash_impact = cash_flow_nb(
+            b.portfolios, b.fx, b.cash, b.exp_currency, portfolio[i], currency[i], kind[i], amount[i], ts[i])
+        if o.reason == Reason.OK:
+            n_ok += 1
     return n_ok
+
+
+@kernel
+def apply_cash_flow_nb(portfolios, fx, cash, exp_currency, p, c, k, amount, ts):
+    """One cash flow (a frame of one: the arrays it reads only, scalars in, a tuple out, so the
+    call costs no array building or book unboxing): what ``cash_flow_nb`` returns."""
+    return cash_flow_nb(portfolios, fx, cash, exp_currency, p, c, k, amount, ts)

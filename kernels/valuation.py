@@ -109,19 +109,26 @@ def move_mv_nb(b, slot, new_mv, long_init, short_init, long_maint, short_maint, 
 
 @inline
 def apply_cash_change_nb(b, p, ccy, delta):
+    """Add ``delta`` cents to portfolio p's cash in ``ccy``; return the base-cents change
+    (``cash_change_nb`` on the book's arrays)."""
+    return cash_change_nb(b.portfolios, b.fx, b.cash, b.exp_currency, p, ccy, delta)
+
+
+@inline
+def cash_change_nb(portfolios, fx, cash, exp_currency, p, ccy, delta):
     """Add ``delta`` cents to portfolio p's cash in ``ccy``; return the base-cents change.
 
     cash_balance and the CURRENCY exposure move by rint(new * fx) - rint(old * fx),
     so they always equal the per-currency formula exactly.
     """
-    pf = b.portfolios[p]
-    ratio = fx_ratio_nb(b.fx, ccy, pf.base_ccy)
-    old = b.cash[p, ccy]
+    pf = portfolios[p]
+    ratio = fx_ratio_nb(fx, ccy, pf.base_ccy)
+    old = cash[p, ccy]
     new = old + delta
-    b.cash[p, ccy] = new
+    cash[p, ccy] = new
     d = to_base_nb(new, ratio) - to_base_nb(old, ratio)
     pf.cash_base += d
-    b.exp_currency[p, ccy] += d
+    exp_currency[p, ccy] += d
     return d
 
 

@@ -1,5 +1,7 @@
 """Consecutive cash flows in a batch are one journal write and one kernel call (Engine._cash_flows):
-replies, book and performance flows are those of the same commands one batch each."""
+replies, book and performance flows are those of the same commands one batch each (a cash flow
+alone takes the scalar kernel, apply_cash_flow_nb: so this also holds the two kernels to each other,
+rejections included)."""
 import msgspec
 import numpy as np
 
