@@ -296,6 +296,10 @@ class Server:
             self._when_durable(self._checkpoint_now)
         asyncio.get_running_loop().call_later(self.settings.journal.checkpoint_interval_s, self._checkpoint_due)
 
+    def _cow_checkpoints(self) -> bool:
+        """Checkpoints forked from a book in private memory: the fork itself is the snapshot, no copy."""
+        return self.settings.journal.checkpoint_fork and ckptfork.available() and self.engine.book.arena is None
+
     def _checkpoint_asked(self) -> None:
         """SIGUSR1: a checkpoint now (an operator before maintenance; perf/bench_checkpoint.py)."""
         if self.journal is None:
@@ -314,7 +318,7 @@ class Server:
         self._checkpointing = True
         engine, settings = self.engine, self.settings
         forked = settings.journal.checkpoint_fork and ckptfork.available()
-        cow = forked and engine.book.arena is None  # private memory: the fork itself is the snapshot
+        cow = self._cow_checkpoints()
         floor = self.sink.wb.persisted if self.sink is not None else None
         t0 = time.perf_counter()
         snap = None
@@ -513,8 +517,7 @@ class Server:
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
-            if self.engine.book.arena is not None or not (self.settings.journal.checkpoint_fork
-                                                          and ckptfork.available()):
+            if not self._cow_checkpoints():
                 # the snapshot's buffers, faulted in now while idle: the first checkpoint under load
                 # otherwise copies into fresh pages (measured 0.5 s against 0.1 s on the engine thread)
                 self._ckpt_arrays, _ = self.engine.book.export_state()
