@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from portfolio_state.kernels import PositionStatus
-from portfolio_state.kernels.enums import PF_LONG_ONLY
-from portfolio_state.persistence.changes import ChangeSet, Exposures, Positions, States
+from portfolio_state.kernels.enums import EXPOSURE_TYPE_NAMES, PF_LONG_ONLY
+from portfolio_state.persistence.changes import ChangeSet, Exposures, Names, Positions, States
 
 from .book import Book
 from .marks import DirtySet
@@ -64,6 +64,7 @@ class ChangeCapture:
         self.last_ie = np.zeros(0, np.int64)        # per head slot: INSTRUMENT exposure last written
         self.last_ie_pct = np.zeros(0, np.float64)  # and its percentage of the portfolio
         self._id_cache: dict[int, np.ndarray] = {}  # id(list) -> object-array mirror (the id lists only grow)
+        self._names: Names | None = None            # the book's id lists, for the write-behind to resolve by
         self.exp_force = np.zeros(0, np.bool_)      # per portfolio: next snapshot writes every exposure row
         self.perf_fn = None                         # ps -> PerformanceMetrics columns (the engine's)
         self.last_agg: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # aggregate rows last written
@@ -123,6 +124,15 @@ class ChangeCapture:
             arr = tail if arr is None else np.concatenate([arr, tail])
             self._id_cache[id(names)] = arr
         return arr
+
+    def names(self) -> Names:
+        """The book's id lists, as the hand-offs' rows refer to them (one Names while the lists are
+        the same objects, so the write-behind's mirrors of them last)."""
+        book = self.book
+        cats = (book.instrument_ids.ids,) + tuple(book._exposure_axis(t)[0].ids for t in EXPOSURE_TYPE_NAMES[1:])
+        if self._names is None or not self._names.same(book.slot_ids, book.portfolio_ids.ids, cats):
+            self._names = Names(book.slot_ids, book.portfolio_ids.ids, cats)
+        return self._names
 
     # -------------------------------------------------------------- hot path
     def note_trades(self, slot: np.ndarray, ok: np.ndarray) -> None:
@@ -275,13 +285,12 @@ class ChangeCapture:
         mv = P["mv"][slots]
         w = self._pct(slots, mv)  # a position's weight: its share of its portfolio's total value
         cost = self._cost_base(slots)
-        out = Positions(
-            position_id=self.ids(book.slot_ids)[slots],
-            portfolio_id=self.ids(book.portfolio_ids.ids)[pf],
-            instrument_id=self.ids(book.instrument_ids.ids)[inst],
+        out = Positions(  # ids stay ints: the write-behind resolves them (persistence.changes.Names)
+            position_id=None, portfolio_id=None, instrument_id=None,
             qty=P["qty"][slots], cost=cost, mv=mv, weight=w, status=P["status"][slots],
             updated_ns=P["updated_ns"][slots], old_qty=self.last_qty[slots].copy(),
-            old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change, slot=slots)
+            old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change, slot=slots,
+            pf=pf, inst=inst, names=self.names())
         self.last_qty[slots], self.last_mv[slots], self.last_w[slots] = out.qty, out.mv, w
         self.last_cost[slots], self.last_status[slots] = cost, out.status
         return out
@@ -331,8 +340,7 @@ class ChangeCapture:
             at = np.minimum(np.searchsorted(keys, row), len(keys) - 1)
             hit = keys[at] == row
             limit[hit] = vals[at[hit]]
-        return self._exposure_rows(pf, np.full(len(heads), "INSTRUMENT", object),
-                                   self.ids(book.instrument_ids.ids)[inst], ie, pct, limit)
+        return self._exposure_rows(pf, 0, inst, ie, pct, limit)
 
     _AGGREGATES = (("SECTOR", "exp_sector"), ("GEOGRAPHIC", "exp_country"), ("CURRENCY", "exp_currency"),
                    ("ASSET_CLASS", "exp_asset"))
@@ -347,8 +355,8 @@ class ChangeCapture:
         totals = self._totals(ps).astype(np.float64)
         force = self.exp_force[ps] if record else None
         parts = []
-        for t, field in self._AGGREGATES:
-            interner, lims = book._exposure_axis(t)
+        for etype, (t, field) in enumerate(self._AGGREGATES, 1):
+            _, lims = book._exposure_axis(t)
             vals = getattr(a, field)[ps]
             with np.errstate(invalid="ignore", divide="ignore"):
                 pct = np.where(totals[:, None] != 0, vals / np.where(totals == 0, 1, totals)[:, None], 0.0)
@@ -361,8 +369,7 @@ class ChangeCapture:
                 last_v[ps[r], c], last_p[ps[r], c] = vals[r, c], pct[r, c]
             else:
                 r, c = np.nonzero(vals)
-            parts.append(self._exposure_rows(ps[r], np.full(len(r), t, object), self.ids(interner.ids)[c], vals[r, c],
-                                             pct[r, c], lims[ps[r], c].astype(np.float64)))
+            parts.append(self._exposure_rows(ps[r], etype, c, vals[r, c], pct[r, c], lims[ps[r], c].astype(np.float64)))
         if record:
             self.exp_force[ps] = False
         return Exposures.concat(parts)
@@ -385,12 +392,14 @@ class ChangeCapture:
         sl = np.concatenate(segs).astype(np.int64) if segs else np.zeros(0, np.int64)
         heads = sl[a.positions["head"][sl] == sl]
         return Exposures.concat([self.instrument_exposures(heads, record=False, nonzero=True),
-                                 self.aggregate_exposures(ps, record=False)])
+                                 self.aggregate_exposures(ps, record=False)]).resolve()
 
-    def _exposure_rows(self, pf, typ, cat, value, pct, limit) -> Exposures:
+    def _exposure_rows(self, pf, etype: int, cat, value, pct, limit) -> Exposures:
+        """Rows of one ExposureType (``cat``: indexes into its category list), ids left as ints."""
         with np.errstate(invalid="ignore", divide="ignore"):
             util = np.where(limit > 0, np.abs(pct) / limit, np.nan)
-        return Exposures(self.ids(self.book.portfolio_ids.ids)[pf], typ, cat, value.astype(np.int64), pct, limit, util)
+        return Exposures(None, None, None, value.astype(np.int64), pct, limit, util, pf=np.asarray(pf, np.int64),
+                         etype=np.full(len(pf), etype, np.int8), cat=np.asarray(cat, np.int64), names=self.names())
 
     def _cash(self, ps: np.ndarray) -> list:
         book = self.book

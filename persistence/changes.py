@@ -1,10 +1,19 @@
 """What the engine hands to the write-behind thread: one ``ChangeSet`` per hand-off, and its rows.
 
 Owns: ``ChangeSet`` (committed changes covering journal records seq_lo..seq_hi,
-as NumPy columns plus resolved string ids: built on the engine thread, read-only
-afterwards) and the row builders every store shares (``position_rows``,
+as NumPy columns: built on the engine thread, read-only afterwards), ``Names``
+(turns the int columns that stand for ids into ids, on the reading thread) and
+the row builders every store shares (``position_rows``,
 ``state_rows``, ...), so PostgreSQL, DuckDB and Redis write the same numbers.
 Runs on: built on the engine thread, read on the write-behind thread. Imports: numpy, kernels.enums.
+
+Ids leave the engine as ints (ADR 0020). The capture's position and exposure rows
+carry book slots, portfolio, instrument and category indexes and the ``Names`` of
+their book; the write-behind thread turns them into ids after it has merged and
+deduplicated a run of hand-offs, and only for the rows it writes. A NumPy gather
+of an object array holds the GIL for its whole length (about 80 ns a row: every
+id's reference count is a cache miss), and the engine waits out whatever another
+thread holds; so these gathers go in chunks, with a chance to switch between them.
 
 Units in a ChangeSet are the book's: quantities micro-units, money base cents
 (int64), weights and percentages fractions. ``tables`` gives the spec's Float
@@ -26,13 +35,83 @@ from portfolio_state.kernels.enums import EXPOSURE_TYPE_NAMES as EXPOSURE_TYPES
 from portfolio_state.kernels.enums import QTY_SCALE, STATUS_NAMES
 
 
+#: rows per gather of an object array: each chunk holds the GIL ~0.2 ms at most (then it may switch)
+ID_CHUNK = 2048
+
+
+class Names:
+    """The append-only id lists of one book, to turn int columns into ids off the engine thread.
+
+    A list only grows, and an index never changes its id (slots are never reused; interners only
+    append), so a reader on another thread sees every id a hand-off refers to. Each list gets an
+    object-array mirror, grown in place by chunks (capacity doubles) on the reading thread; one
+    thread reads a Names (the write-behind), so the mirrors need no lock."""
+
+    __slots__ = ("slots", "portfolios", "categories", "_mirrors")
+
+    def __init__(self, slots: list, portfolios: list, categories: tuple):
+        self.slots, self.portfolios = slots, portfolios
+        self.categories = categories   # per ExposureType (EXPOSURE_TYPES order): its category ids
+        self._mirrors: dict[int, list] = {}
+
+    def same(self, slots: list, portfolios: list, categories: tuple) -> bool:
+        return (self.slots is slots and self.portfolios is portfolios
+                and all(a is b for a, b in zip(self.categories, categories)))
+
+    def _mirror(self, names: list, need: int) -> np.ndarray:
+        m = self._mirrors.get(id(names))
+        if m is None:
+            m = self._mirrors[id(names)] = [np.empty(0, object), 0, names]  # the list held: its id stays its own
+        arr, filled = m[0], m[1]
+        if filled < need:
+            n = len(names)
+            if len(arr) < n:
+                grown = np.empty(max(n, 2 * len(arr)), object)
+                for lo in range(0, filled, ID_CHUNK):
+                    grown[lo: min(filled, lo + ID_CHUNK)] = arr[lo: min(filled, lo + ID_CHUNK)]
+                arr = m[0] = grown
+            for lo in range(filled, n, ID_CHUNK):
+                arr[lo: min(n, lo + ID_CHUNK)] = names[lo: min(n, lo + ID_CHUNK)]
+            m[1] = n
+        return arr
+
+    def take(self, names: list, idx: np.ndarray) -> np.ndarray:
+        """names[idx] as an object array, gathered by chunks."""
+        idx = np.asarray(idx, np.int64)
+        out = np.empty(len(idx), object)
+        if not len(idx):
+            return out
+        arr = self._mirror(names, int(idx.max()) + 1)
+        for lo in range(0, len(idx), ID_CHUNK):
+            out[lo: lo + ID_CHUNK] = arr[idx[lo: lo + ID_CHUNK]]
+        return out
+
+    def category(self, etype: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Category ids of exposure rows (each type's own list)."""
+        out = np.empty(len(cat), object)
+        for t in np.unique(etype).tolist():
+            rows = np.flatnonzero(etype == t)
+            out[rows] = self.take(self.categories[t], cat[rows])
+        return out
+
+
+def take_objects(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """arr[idx] of an object array, by chunks (see ID_CHUNK)."""
+    out = np.empty(len(idx), object)
+    for lo in range(0, len(idx), ID_CHUNK):
+        out[lo: lo + ID_CHUNK] = arr[idx[lo: lo + ID_CHUNK]]
+    return out
+
+
 @dataclass
 class Positions:
     """Position rows: ``change`` rows are position changes (trades, status) for position_changes_ts;
-    every row is also the position's current value for the positions table."""
-    position_id: list
-    portfolio_id: list
-    instrument_id: list
+    every row is also the position's current value for the positions table. The three id columns
+    are None when the rows came from the capture: ``pf``, ``inst`` (and ``slot``) stand for them,
+    with the ``names`` to resolve them by (``resolve``)."""
+    position_id: list | None
+    portfolio_id: list | None
+    instrument_id: list | None
     qty: np.ndarray          # int64 micro-units
     cost: np.ndarray         # int64 base cents
     mv: np.ndarray           # int64 base cents
@@ -44,9 +123,21 @@ class Positions:
     old_weight: np.ndarray
     change: np.ndarray       # bool
     slot: np.ndarray | None = None   # int64 book slots: the order the positions upsert goes in
+    pf: np.ndarray | None = None     # portfolio indexes (with names: the ids not resolved yet)
+    inst: np.ndarray | None = None   # instrument indexes
+    names: Names | None = None
 
     def __len__(self) -> int:
-        return len(self.position_id)
+        return len(self.qty)
+
+    def resolve(self) -> "Positions":
+        """Fill the id columns from the int ones (on the reading thread)."""
+        if self.position_id is None:
+            n = self.names
+            self.position_id = n.take(n.slots, self.slot)
+            self.portfolio_id = n.take(n.portfolios, self.pf)
+            self.instrument_id = n.take(n.categories[0], self.inst)
+        return self
 
 
 @dataclass
@@ -74,25 +165,52 @@ class States:
 
 @dataclass
 class Exposures:
-    portfolio_id: list
-    exposure_type: list
-    category: list
+    """Exposure rows. The id columns are None when the rows came from the capture: ``pf``,
+    ``etype`` (ExposureType) and ``cat`` (an index into that type's category list) stand for
+    them, with the ``names`` to resolve them by (``resolve``)."""
+    portfolio_id: list | None
+    exposure_type: list | None
+    category: list | None
     value: np.ndarray        # int64 base cents
     pct: np.ndarray          # float64
     limit: np.ndarray        # float64, NaN = none
     util: np.ndarray         # float64, NaN = no limit
+    pf: np.ndarray | None = None
+    etype: np.ndarray | None = None
+    cat: np.ndarray | None = None
+    names: Names | None = None
 
     def __len__(self) -> int:
-        return len(self.portfolio_id)
+        return len(self.value)
+
+    def resolve(self) -> "Exposures":
+        """Fill the id columns from the int ones (on the reading thread)."""
+        if self.portfolio_id is None:
+            n = self.names
+            self.portfolio_id = n.take(n.portfolios, self.pf)
+            self.exposure_type = take_objects(_ETYPE, self.etype)
+            self.category = n.category(self.etype, self.cat)
+        return self
 
     @staticmethod
     def concat(parts: list["Exposures"]) -> "Exposures":
         parts = [x for x in parts if x is not None]
-        return Exposures(*(np.concatenate([np.asarray(getattr(x, f), dtype=object if f in _ID_FIELDS else None)
-                                           for x in parts]) for f in Exposures.__dataclass_fields__))
+        lazy = all(x.portfolio_id is None and x.names is parts[0].names for x in parts)
+        if not lazy:
+            parts = [x.resolve() for x in parts]
+        fields = _LAZY_FIELDS if lazy else _EAGER_FIELDS
+        cols = {f: np.concatenate([np.asarray(getattr(x, f), dtype=object if f in _ID_FIELDS else None)
+                                   for x in parts]) for f in fields}
+        kw = {f: None for f in _ID_FIELDS}
+        kw.update(cols)
+        return Exposures(**kw, names=parts[0].names if lazy else None)
 
 
 _ID_FIELDS = ("portfolio_id", "exposure_type", "category")
+_NUM_FIELDS = ("value", "pct", "limit", "util")
+_EAGER_FIELDS = _ID_FIELDS + _NUM_FIELDS
+_LAZY_FIELDS = _NUM_FIELDS + ("pf", "etype", "cat")
+_ETYPE = np.array(EXPOSURE_TYPES, dtype=object)
 
 
 @dataclass
@@ -117,6 +235,13 @@ class ChangeSet:
     prices: dict | None = None                   # instrument_prices columns (instrument_id, price in units of its
                                                  # currency, price_time ns) of prices moved since the last ones
     fx: list = field(default_factory=list)       # (currency, rate: one unit in the pivot currency) moved since
+
+    def resolve(self) -> "ChangeSet":
+        """Every id column filled (a reader that wants the rows as they are, not ``tables``)."""
+        for x in (self.positions, self.exposures, self.redis_exposures):
+            if x is not None:
+                x.resolve()
+        return self
 
     def rows(self) -> int:
         return (len(self.positions or ()) + len(self.states or ()) + len(self.exposures or ())
@@ -169,16 +294,20 @@ KEYS = {"positions": ("position_id",), "cash_balances": ("portfolio_id", "curren
         "cash_flows": ("cash_flow_id",), "instrument_prices": ("instrument_id",), "fx_rates": ("currency",)}
 
 
+#: position_changes_ts.change_type, by the code change_codes gives
+CHANGE_TYPES = np.array(["STATUS", "OPEN", "CLOSE", "REVERSE", "INCREASE", "DECREASE"], dtype=object)
+
+
 def change_type(old: int, new: int) -> str:
-    if old == new:
-        return "STATUS"
-    if old == 0:
-        return "OPEN"
-    if new == 0:
-        return "CLOSE"
-    if (old > 0) != (new > 0):
-        return "REVERSE"
-    return "INCREASE" if abs(new) > abs(old) else "DECREASE"
+    """What a change of quantity from old to new is: STATUS (unchanged: a status change), OPEN
+    (from flat), CLOSE (to flat), REVERSE (through zero), INCREASE or DECREASE (in size)."""
+    return str(CHANGE_TYPES[change_codes(np.array([old]), np.array([new]))[0]])
+
+
+def change_codes(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """change_type of each row, as an index into CHANGE_TYPES."""
+    return np.select([old == new, old == 0, new == 0, (old > 0) != (new > 0), np.abs(new) > np.abs(old)],
+                     [0, 1, 2, 3, 4], 5).astype(np.int8)
 
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
@@ -237,24 +366,25 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
     order; upserted tables keep the last row per key."""
     parts: dict[str, list[dict]] = {}
     put = lambda t, cols: parts.setdefault(t, []).append(cols)  # noqa: E731
+    # One book's hand-offs (every live run) keep their ids as ints until the rows are final
+    names = _shared_names(sets)
     for cs in sets:
         p = cs.positions
         if p is not None and len(p):
-            put("positions", {"position_id": p.position_id, "portfolio_id": p.portfolio_id,
-                              "instrument_id": p.instrument_id, "quantity": p.qty, "cost_basis": p.cost,
+            ids = _position_ids(p, names)
+            put("positions", {**ids, "quantity": p.qty, "cost_basis": p.cost,
                               "market_value": p.mv, "unrealized_pnl": p.mv - p.cost, "weight": p.weight,
-                              "status": _STATUS[p.status], "last_updated": p.updated_ns,
+                              "_status": p.status, "last_updated": p.updated_ns,
                               "_slot": p.slot if p.slot is not None else np.full(len(p), -1, np.int64)})
             ch = np.flatnonzero(p.change)
             if len(ch):
                 q, o, mv, omv = p.qty[ch], p.old_qty[ch], p.mv[ch], p.old_mv[ch]
                 put("position_changes_ts", {
-                    "timestamp": p.updated_ns[ch], "position_id": _take(p.position_id, ch),
-                    "portfolio_id": _take(p.portfolio_id, ch), "instrument_id": _take(p.instrument_id, ch),
+                    "timestamp": p.updated_ns[ch], **{k: _take(v, ch) for k, v in ids.items()},
                     "quantity": q / QTY_SCALE, "market_value": mv / 100, "weight": p.weight[ch],
                     "unrealized_pnl": (mv - p.cost[ch]) / 100, "quantity_change": (q - o) / QTY_SCALE,
                     "value_change": (mv - omv) / 100, "weight_change": p.weight[ch] - p.old_weight[ch],
-                    "change_type": [change_type(a, b) for a, b in zip(o.tolist(), q.tolist())]})
+                    "_change": change_codes(o, q)})
         s = cs.states
         if s is not None and len(s):
             at = np.full(len(s), cs.ts_ns, np.int64)
@@ -272,8 +402,12 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
                                         "buying_power": s.buying_power.astype(np.int64), "last_updated": at})
         e = cs.exposures
         if e is not None and len(e):
-            put("exposures_ts", {"timestamp": np.full(len(e), cs.ts_ns, np.int64), "portfolio_id": e.portfolio_id,
-                                 "exposure_type": e.exposure_type, "category": e.category,
+            if names is None or e.portfolio_id is not None:
+                ids = {"portfolio_id": e.resolve().portfolio_id, "exposure_type": e.exposure_type,
+                       "category": e.category}
+            else:
+                ids = {"_pf": e.pf, "_etype": e.etype, "_cat": e.cat}
+            put("exposures_ts", {"timestamp": np.full(len(e), cs.ts_ns, np.int64), **ids,
                                  "exposure_value": e.value / 100, "exposure_percentage": e.pct,
                                  "limit_percentage": e.limit, "utilization": e.util})
         if cs.cash:
@@ -316,11 +450,73 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
             ccy, rate = zip(*cs.fx)
             put("fx_rates", {"currency": list(ccy), "rate": np.array(rate, np.float64)})
     out = {t: _cat(v) for t, v in parts.items()}
-    for t, key in KEYS.items():
-        if t in out:
-            out[t] = _dedupe(out[t], key)
     if "positions" in out:
-        out["positions"] = _by_slot(out["positions"])
+        pos = out["positions"]
+        if "_pf" in pos:  # ints: the last row of each slot, in slot order, by a sort of ints
+            out["positions"] = _resolve(_last_by_slot(pos), names)
+        else:
+            out["positions"] = _by_slot(_dedupe(pos, KEYS["positions"]))
+        pos = out["positions"]
+        pos["status"] = take_objects(_STATUS, pos.pop("_status"))
+    for t, key in KEYS.items():
+        if t in out and t != "positions":
+            out[t] = _dedupe(out[t], key)
+    if "position_changes_ts" in out:
+        chg = _resolve(out["position_changes_ts"], names)
+        chg["change_type"] = take_objects(CHANGE_TYPES, chg.pop("_change"))
+        out["position_changes_ts"] = chg
+    if "exposures_ts" in out:
+        out["exposures_ts"] = _resolve(out["exposures_ts"], names)
+    return out
+
+
+def _shared_names(sets: list[ChangeSet]) -> Names | None:
+    """The Names every capture-built row of a run refers to, or None when the run mixes books
+    (each set then resolves its own ids first)."""
+    parts = [x for cs in sets for x in (cs.positions, cs.exposures) if x is not None and len(x)]
+    found = {id(x.names): x.names for x in parts if x.names is not None}
+    if len(found) > 1 or (found and any(x.names is None for x in parts)):
+        for cs in sets:
+            cs.resolve()
+        return None
+    return next(iter(found.values()), None)
+
+
+def _position_ids(p: Positions, names: Names | None) -> dict:
+    if names is None or p.position_id is not None:
+        p.resolve()
+        return {"position_id": p.position_id, "portfolio_id": p.portfolio_id, "instrument_id": p.instrument_id}
+    return {"_slot_id": p.slot, "_pf": p.pf, "_inst": p.inst}
+
+
+def _last_by_slot(cols: dict) -> dict:
+    """The last row of each slot, in slot order (slots are handed out in creation order: see _by_slot)."""
+    slot = cols.pop("_slot")
+    order = np.argsort(slot, kind="stable")
+    s = slot[order]
+    last = np.ones(len(s), np.bool_)
+    last[:-1] = s[1:] != s[:-1]
+    idx = order[last]
+    if len(idx) == len(slot) and bool((idx[1:] > idx[:-1]).all()):
+        return cols
+    return _rows(cols, idx)
+
+
+def _resolve(cols: dict, names: Names | None) -> dict:
+    """Int columns standing for ids (_slot_id, _pf, _inst; _etype, _cat) -> the id columns."""
+    if names is None or "_pf" not in cols:
+        return cols
+    out = {}
+    if "_slot_id" in cols:
+        out["position_id"] = names.take(names.slots, cols.pop("_slot_id"))
+    out["portfolio_id"] = names.take(names.portfolios, cols.pop("_pf"))
+    if "_inst" in cols:
+        out["instrument_id"] = names.take(names.categories[0], cols.pop("_inst"))
+    if "_etype" in cols:
+        etype, cat = cols.pop("_etype"), cols.pop("_cat")
+        out["exposure_type"] = take_objects(_ETYPE, etype)
+        out["category"] = names.category(etype, cat)
+    out.update(cols)
     return out
 
 

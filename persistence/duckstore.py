@@ -55,8 +55,8 @@ def _frame(table: str, cols: dict) -> dict[str, np.ndarray]:
     out = {}
     for c, k in COLUMNS[table]:
         v = cols[c]
-        if k in ("str", "date"):
-            out[c] = np.array(v, dtype=object)
+        if k in ("str", "date"):  # no copy of an object column: a copy holds the GIL for all of it
+            out[c] = v if isinstance(v, np.ndarray) and v.dtype == object else np.array(v, dtype=object)
         elif k == "f8":
             out[c] = np.asarray(v, np.float64)
         else:

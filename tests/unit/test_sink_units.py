@@ -54,6 +54,7 @@ def _instrument_rows(cs) -> set:
     e = cs.exposures if cs is not None else None
     if e is None:
         return set()
+    e.resolve()  # the capture leaves ids as ints for the write-behind thread
     return {(p, c) for p, t, c in zip(e.portfolio_id, e.exposure_type, e.category) if t == "INSTRUMENT"}
 
 
@@ -77,7 +78,7 @@ def test_instrument_exposure_rows_follow_trades_and_drift_beyond_epsilon_only():
     # closing a position writes its zero row (the time series shows it went)
     trade(book, "P0", "x", "XOM", TradeKind.SELL, 100, 110.0)
     cap.note_trades(np.array([book.slot(0, "x", 2)]), np.array([True]))
-    e = cap.take(5, 5, snapshot=True).exposures
+    e = cap.take(5, 5, snapshot=True).exposures.resolve()
     rows = [(c, v) for t, c, v in zip(e.exposure_type, e.category, e.value.tolist()) if t == "INSTRUMENT"]
     assert rows == [("XOM", 0)]
 
@@ -172,7 +173,7 @@ def test_aggregate_exposure_rows_are_written_when_they_move_and_all_at_a_heartbe
     cs = cap.take(0, 1, snapshot=True)  # first rows of P0: every non-zero category
 
     def rows(cs):
-        e = cs.exposures if cs is not None else None
+        e = cs.exposures.resolve() if cs is not None and cs.exposures is not None else None
         return set() if e is None else {(t, c) for p, t, c in zip(e.portfolio_id, e.exposure_type, e.category)
                                         if t != "INSTRUMENT" and p == "P0"}
 
@@ -190,5 +191,5 @@ def test_aggregate_exposure_rows_are_written_when_they_move_and_all_at_a_heartbe
     assert moved == {("SECTOR", "Energy"), ("GEOGRAPHIC", "US"), ("ASSET_CLASS", "EQUITY")}
     # a heartbeat writes every non-zero category again, changed or not
     cap.heartbeat()
-    whole = cap.aggregate_exposures(np.array([0]), record=False)
+    whole = cap.aggregate_exposures(np.array([0]), record=False).resolve()
     assert rows(cap.take(3, 4, snapshot=True)) == set(zip(whole.exposure_type, whole.category)) >= first
