@@ -64,7 +64,10 @@ class Names:
             m = self._mirrors[id(names)] = [np.empty(0, object), 0, names]  # the list held: its id stays its own
         arr, filled = m[0], m[1]
         if filled < need:
-            n = len(names)
+            # up to the highest index asked for, no further: a slot the engine is allocating right
+            # now stands in the list as "" until its id is set (Book.slot); every slot a hand-off
+            # names, and every one below it, had its id before the hand-off was taken
+            n = need
             if len(arr) < n:
                 grown = np.empty(max(n, 2 * len(arr)), object)
                 for lo in range(0, filled, ID_CHUNK):
@@ -474,8 +477,9 @@ def _shared_names(sets: list[ChangeSet]) -> Names | None:
     """The Names every capture-built row of a run refers to, or None when the run mixes books
     (each set then resolves its own ids first)."""
     parts = [x for cs in sets for x in (cs.positions, cs.exposures) if x is not None and len(x)]
-    found = {id(x.names): x.names for x in parts if x.names is not None}
-    if len(found) > 1 or (found and any(x.names is None for x in parts)):
+    lazy = [x for x in parts if x.portfolio_id is None]
+    found = {id(x.names): x.names for x in lazy}
+    if len(found) > 1 or len(lazy) < len(parts):
         for cs in sets:
             cs.resolve()
         return None
