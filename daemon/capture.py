@@ -386,13 +386,14 @@ class ChangeCapture:
         return v, pc
 
     def exposures(self, ps: np.ndarray) -> Exposures:
-        """Every non-zero exposure category, all five types, of the portfolios ps (a whole map)."""
+        """Every non-zero exposure category, all five types, of the portfolios ps (a whole map), ids
+        as ints: only the write-behind thread resolves a Names (its mirrors are not shared)."""
         a = self.book.a
         segs = [a.pf_pool[a.pf_start[p]: a.pf_start[p] + a.pf_len[p]] for p in ps.tolist()]
         sl = np.concatenate(segs).astype(np.int64) if segs else np.zeros(0, np.int64)
         heads = sl[a.positions["head"][sl] == sl]
         return Exposures.concat([self.instrument_exposures(heads, record=False, nonzero=True),
-                                 self.aggregate_exposures(ps, record=False)]).resolve()
+                                 self.aggregate_exposures(ps, record=False)])
 
     def _exposure_rows(self, pf, etype: int, cat, value, pct, limit) -> Exposures:
         """Rows of one ExposureType (``cat``: indexes into its category list), ids left as ints."""

@@ -81,13 +81,9 @@ class Names:
     def take(self, names: list, idx: np.ndarray) -> np.ndarray:
         """names[idx] as an object array, gathered by chunks."""
         idx = np.asarray(idx, np.int64)
-        out = np.empty(len(idx), object)
         if not len(idx):
-            return out
-        arr = self._mirror(names, int(idx.max()) + 1)
-        for lo in range(0, len(idx), ID_CHUNK):
-            out[lo: lo + ID_CHUNK] = arr[idx[lo: lo + ID_CHUNK]]
-        return out
+            return np.empty(0, object)
+        return take_objects(self._mirror(names, int(idx.max()) + 1), idx)
 
     def category(self, etype: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Category ids of exposure rows (each type's own list)."""

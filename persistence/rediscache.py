@@ -61,7 +61,7 @@ class RedisCache:
                 if perf is not None:
                     self._put("performance", pid, perf)
         if cs.redis_exposures is not None:  # whole maps, of the portfolios whose lists are rebuilt
-            docs = exposure_docs(cs.redis_exposures)
+            docs = exposure_docs(cs.redis_exposures.resolve())
             for pid in cs.redis_positions:  # a portfolio with no exposure at all still gets its (empty) map
                 self._put("exposures", pid, docs.get(pid) or {t: [] for t in EXPOSURE_TYPES})
         for pid, rows in cs.redis_positions.items():

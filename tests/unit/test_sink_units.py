@@ -100,7 +100,7 @@ def test_redis_whole_lists_go_round_robin_with_whole_exposure_maps():
         pid = next(iter(cs.redis_positions))
         seen.append(pid)
         assert sorted(cs.redis_positions[pid].position_id) == ["a", "x"]
-        e = cs.redis_exposures
+        e = cs.redis_exposures.resolve()
         inst = {c for p, t, c in zip(e.portfolio_id, e.exposure_type, e.category) if t == "INSTRUMENT" and p == pid}
         assert inst == {"AAPL", "XOM"}  # the whole map, not just what changed
     assert sorted(seen) == ["P0", "P1"]
