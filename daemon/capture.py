@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from portfolio_state.kernels import PositionStatus
+from portfolio_state.kernels.capture import instrument_rows_nb, position_rows_nb
 from portfolio_state.kernels.enums import EXPOSURE_TYPE_NAMES, PF_LONG_ONLY
 from portfolio_state.persistence.changes import ChangeSet, Exposures, Names, Positions, States
 
@@ -278,22 +279,21 @@ class ChangeCapture:
             return np.where(total != 0, value / np.where(total == 0, 1, total), 0.0)
 
     def _positions(self, slots: np.ndarray, change: np.ndarray) -> Positions:
-        book = self.book
-        a = book.a
-        P = a.positions
-        pf, inst = P["portfolio"][slots], P["instrument"][slots]
-        mv = P["mv"][slots]
-        w = self._pct(slots, mv)  # a position's weight: its share of its portfolio's total value
-        cost = self._cost_base(slots)
-        out = Positions(  # ids stay ints: the write-behind resolves them (persistence.changes.Names)
-            position_id=None, portfolio_id=None, instrument_id=None,
-            qty=P["qty"][slots], cost=cost, mv=mv, weight=w, status=P["status"][slots],
-            updated_ns=P["updated_ns"][slots], old_qty=self.last_qty[slots].copy(),
-            old_mv=self.last_mv[slots].copy(), old_weight=self.last_w[slots].copy(), change=change, slot=slots,
-            pf=pf, inst=inst, names=self.names())
-        self.last_qty[slots], self.last_mv[slots], self.last_w[slots] = out.qty, out.mv, w
-        self.last_cost[slots], self.last_status[slots] = cost, out.status
-        return out
+        a = self.book.a
+        n = len(slots)
+        P = a.positions.dtype
+        pf, inst = np.empty(n, P["portfolio"]), np.empty(n, P["instrument"])
+        qty, cost, mv, upd = (np.empty(n, np.int64) for _ in range(4))
+        w, old_w = np.empty(n, np.float64), np.empty(n, np.float64)
+        status = np.empty(n, P["status"])
+        old_qty, old_mv = np.empty(n, np.int64), np.empty(n, np.int64)
+        position_rows_nb(a.positions, a.portfolios, a.instruments, a.fx, slots, self.last_qty, self.last_mv,
+                         self.last_w, self.last_cost, self.last_status, pf, inst, qty, cost, mv, w, status, upd,
+                         old_qty, old_mv, old_w)
+        return Positions(  # ids stay ints: the write-behind resolves them (persistence.changes.Names)
+            position_id=None, portfolio_id=None, instrument_id=None, qty=qty, cost=cost, mv=mv, weight=w,
+            status=status, updated_ns=upd, old_qty=old_qty, old_mv=old_mv, old_weight=old_w, change=change,
+            slot=slots, pf=pf, inst=inst, names=self.names())
 
     def states(self, ps: np.ndarray) -> States:
         """PortfolioState and MarginRequirement numbers, vectorized (the formulas of kernels.views)."""
@@ -321,26 +321,28 @@ class ChangeCapture:
         become the values last written (the time series); ``nonzero``: drop zero rows (a whole list)."""
         book = self.book
         a = book.a
-        P = a.positions
-        ie = P["inst_exp"][heads]
+        heads = np.asarray(heads, np.int64)
         if nonzero:
-            heads, ie = heads[ie != 0], ie[ie != 0]
-        pf, inst = P["portfolio"][heads], P["instrument"][heads]
-        pct = self._pct(heads, ie)
-        if record:
-            self.last_ie[heads], self.last_ie_pct[heads] = ie, pct
-        limit = a.portfolios["inst_limit"][pf].astype(np.float64)
-        if book.instrument_limits and len(heads):  # per-instrument overrides of the portfolio's default
+            heads = heads[a.positions["inst_exp"][heads] != 0]
+        n = len(heads)
+        pf, inst, ie = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        pct, limit, util = np.empty(n), np.empty(n), np.empty(n)
+        instrument_rows_nb(a.positions, a.portfolios, heads, record, self.last_ie, self.last_ie_pct,
+                           pf, inst, ie, pct, limit, util)
+        if book.instrument_limits and n:  # per-instrument overrides of the portfolio's default
             K = np.int64(max(1, len(book.instrument_ids)))
             keys = np.array([p * K + k for p, k in book.instrument_limits], np.int64)
             vals = np.array(list(book.instrument_limits.values()), np.float64)
             order = np.argsort(keys)
             keys, vals = keys[order], vals[order]
-            row = pf.astype(np.int64) * K + inst
+            row = pf * K + inst
             at = np.minimum(np.searchsorted(keys, row), len(keys) - 1)
-            hit = keys[at] == row
+            hit = np.flatnonzero(keys[at] == row)
             limit[hit] = vals[at[hit]]
-        return self._exposure_rows(pf, 0, inst, ie, pct, limit)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                util[hit] = np.where(limit[hit] > 0, np.abs(pct[hit]) / limit[hit], np.nan)
+        return Exposures(None, None, None, ie, pct, limit, util, pf=pf, etype=np.zeros(n, np.int8), cat=inst,
+                         names=self.names())
 
     _AGGREGATES = (("SECTOR", "exp_sector"), ("GEOGRAPHIC", "exp_country"), ("CURRENCY", "exp_currency"),
                    ("ASSET_CLASS", "exp_asset"))

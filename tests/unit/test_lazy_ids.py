@@ -109,3 +109,38 @@ def test_a_run_mixing_resolved_and_int_ids_resolves_all_of_it():
     mixed = copy.deepcopy(sets)
     mixed[0].resolve()
     _same(tables(mixed), tables([cs.resolve() for cs in copy.deepcopy(sets)]))
+
+
+def test_compiled_capture_rows_follow_the_numpy_formulas():
+    """position_rows_nb and instrument_rows_nb against ChangeCapture's NumPy formulas (_cost_base,
+    _pct): three currencies, portfolios in two base currencies, limit overrides."""
+    rng = np.random.default_rng(SEED)
+    book = make_book(n_portfolios=3)
+    book.set_limit("P0", "INSTRUMENT", "AAPL", 0.05)
+    book.set_limit("P2", "INSTRUMENT", "XOM", 0.2)
+    insts = ["AAPL", "MSFT", "XOM", "SAP", "7203", "ESZ6"]
+    for j in range(60):
+        pf, k = f"P{j % 3}", insts[j % len(insts)]
+        trade(book, pf, f"{pf}-{k}-{j % 4}", k, TradeKind.BUY, int(rng.integers(1, 30)), float(rng.uniform(10, 300)))
+    cap = ChangeCapture(book)
+    n = len(book.slot_ids)
+    slots = np.arange(n, dtype=np.int64)
+    P = book.a.positions
+    want_cost, want_w = cap._cost_base(slots), cap._pct(slots, P["mv"][slots])
+    before_qty = cap.last_qty[:n].copy()
+    got = cap._positions(slots, np.ones(n, np.bool_))
+    assert got.cost.tolist() == want_cost.tolist() and np.array_equal(got.weight, want_w)
+    assert got.qty.tolist() == P["qty"][:n].tolist() and got.mv.tolist() == P["mv"][:n].tolist()
+    assert got.old_qty.tolist() == before_qty.tolist() and cap.last_qty[:n].tolist() == P["qty"][:n].tolist()
+    assert cap.last_cost[:n].tolist() == want_cost.tolist()
+    converted = P["cost"][:n] != got.cost  # held in another currency than the portfolio's base
+    assert converted.sum() >= 4 and (~converted & (got.cost != 0)).sum() >= 4
+    heads = np.flatnonzero(P["head"][:n] == np.arange(n))
+    e = cap.instrument_exposures(heads)
+    assert np.array_equal(e.pct, cap._pct(heads, P["inst_exp"][heads])) and e.value.tolist() == P["inst_exp"][heads].tolist()
+    e.resolve()
+    limits = {(p, c): lim for p, c, lim in zip(e.portfolio_id, e.category, e.limit.tolist())}
+    assert limits[("P0", "AAPL")] == 0.05 and limits[("P2", "XOM")] == 0.2
+    for lim, pct, u in zip(e.limit.tolist(), e.pct.tolist(), e.util.tolist()):
+        assert (u == abs(pct) / lim) if lim > 0 else np.isnan(u)
+    assert cap.last_ie_pct[heads].tolist() == e.pct.tolist()
