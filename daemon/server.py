@@ -623,6 +623,11 @@ def warm_up() -> None:
     e.handle([([b""], codec.encode(m.CashFlowRequest(f"w{8 + i}", f"c{i}", "W", 1.0, "USD", "FEE"))) for i in range(2)],
              time.time_ns())  # a run of two: the batch cash-flow kernel (one alone takes the scalar one)
     e.flush_events()  # the event builder's compiled part too
+    from .capture import ChangeCapture
+
+    cap = ChangeCapture(e.book)  # and the write-behind capture's rows
+    cap.note_trades(np.zeros(1, np.int64), np.ones(1, np.bool_))
+    cap.take(0, time.time_ns(), snapshot=True)
     np.zeros(1)
 
 
