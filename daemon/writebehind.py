@@ -270,7 +270,7 @@ class WriteBehind:
 
     async def _commit(self, run: list[ChangeSet]) -> float:
         seq_hi = run[-1].seq_hi
-        tabs = tables(run)
+        tabs = tables(run, int_ids=getattr(self.store, "int_ids", False))
         n = sum(len(next(iter(c.values()))) for c in tabs.values() if c)
         attempt = 0
         self._txns += 1

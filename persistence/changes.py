@@ -360,9 +360,15 @@ def _by_slot(cols: dict) -> dict:
     return _rows(cols, np.argsort(slot, kind="stable"))
 
 
-def tables(sets: list[ChangeSet]) -> dict[str, dict]:
+def tables(sets: list[ChangeSet], int_ids: bool = False) -> dict[str, dict]:
     """The rows of a run of ChangeSets, per table, as columns (NumPy arrays or lists) in COLUMNS
-    order; upserted tables keep the last row per key."""
+    order; upserted tables keep the last row per key.
+
+    ``int_ids`` (a store that resolves ids itself: DuckDB): the capture's positions,
+    position_changes_ts and exposures_ts rows keep their int columns in place of ids (``_slot_id``,
+    ``_pf``, ``_inst``, ``_etype``, ``_cat``) and codes in place of texts (``_status``: PositionStatus,
+    ``_change``: an index into CHANGE_TYPES), and carry the ``Names`` to resolve them by under
+    ``_names``."""
     parts: dict[str, list[dict]] = {}
     put = lambda t, cols: parts.setdefault(t, []).append(cols)  # noqa: E731
     # One book's hand-offs (every live run) keep their ids as ints until the rows are final
@@ -452,21 +458,29 @@ def tables(sets: list[ChangeSet]) -> dict[str, dict]:
     if "positions" in out:
         pos = out["positions"]
         if "_pf" in pos:  # ints: the last row of each slot, in slot order, by a sort of ints
-            out["positions"] = _resolve(_last_by_slot(pos), names)
+            out["positions"] = _last_by_slot(pos)
         else:
             out["positions"] = _by_slot(_dedupe(pos, KEYS["positions"]))
-        pos = out["positions"]
-        pos["status"] = take_objects(_STATUS, pos.pop("_status"))
     for t, key in KEYS.items():
         if t in out and t != "positions":
             out[t] = _dedupe(out[t], key)
-    if "position_changes_ts" in out:
-        chg = _resolve(out["position_changes_ts"], names)
-        chg["change_type"] = take_objects(CHANGE_TYPES, chg.pop("_change"))
-        out["position_changes_ts"] = chg
-    if "exposures_ts" in out:
-        out["exposures_ts"] = _resolve(out["exposures_ts"], names)
+    for t in ("positions", "position_changes_ts", "exposures_ts"):
+        if t in out:
+            out[t] = _final(out[t], names, int_ids)
     return out
+
+
+def _final(cols: dict, names: Names | None, int_ids: bool) -> dict:
+    """A table's columns as the store takes them: ids and texts, or (int_ids) ints, codes and the Names."""
+    if int_ids and names is not None and "_pf" in cols:
+        cols["_names"] = names
+        return cols
+    cols = _resolve(cols, names)
+    if "_status" in cols:
+        cols["status"] = take_objects(_STATUS, cols.pop("_status"))
+    if "_change" in cols:
+        cols["change_type"] = take_objects(CHANGE_TYPES, cols.pop("_change"))
+    return cols
 
 
 def _shared_names(sets: list[ChangeSet]) -> Names | None:

@@ -17,7 +17,9 @@ import re
 
 import numpy as np
 
-from .changes import COLUMNS, KEYS
+from portfolio_state.kernels.enums import STATUS_NAMES
+
+from .changes import CHANGE_TYPES, COLUMNS, EXPOSURE_TYPES, ID_CHUNK, KEYS, Names
 from .pg_schema import COMMAND_SIDE, MARKET_TABLES, SERVICE_TABLES, TS_TABLES
 
 log = logging.getLogger("pstate.sink.duckdb")
@@ -64,13 +66,50 @@ def _frame(table: str, cols: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _texts(codes) -> str:
+    """A DuckDB list literal of texts, indexed by code + 1."""
+    return "[" + ", ".join("'" + str(x) + "'" for x in codes) + "]"
+
+
+#: id columns of int-id rows (persistence.changes.tables(int_ids=True)): the SQL that gives each,
+#: and the join it needs (f: the frame; s, p, k, c: this connection's id tables)
+_ID_SQL = {
+    "position_id": ("s.v", "JOIN _id_slot s ON s.i = f._slot_id"),
+    "portfolio_id": ("p.v", "JOIN _id_pf p ON p.i = f._pf"),
+    "instrument_id": ("k.v", "JOIN _id_cat k ON k.t = 0 AND k.i = f._inst"),
+    "category": ("c.v", "JOIN _id_cat c ON c.t = f._etype AND c.i = f._cat"),
+    "exposure_type": (f"{_texts(EXPOSURE_TYPES)}[f._etype + 1]", ""),
+    "status": (f"{_texts(STATUS_NAMES)}[f._status + 1]", ""),
+    "change_type": (f"{_texts(CHANGE_TYPES)}[f._change + 1]", ""),
+}
+
+
+def _int_source(table: str) -> str:
+    """The SELECT that turns a frame of int-id rows into the table's named columns."""
+    cols, joins = [], []
+    for c, _ in COLUMNS[table]:
+        expr, join = _ID_SQL.get(c, (f"f.{c}", ""))
+        cols.append(f"{expr} AS {c}")
+        if join:
+            joins.append(join)
+    order = " ORDER BY f._slot_id" if table == "positions" else ""  # table order: see changes._by_slot
+    return f"(SELECT {', '.join(cols)} FROM frame f {' '.join(joins)}{order})"
+
+
 class DuckDBStore:
+    """Int-id rows (``int_ids``): the ids they name are copied once per connection into temporary
+    tables (``_id_slot``, ``_id_pf``, ``_id_cat``: index -> id, each list up to the highest index
+    written so far), and the writes join them in SQL, so no Python string is scanned per row:
+    DuckDB converts an object column holding the GIL."""
+
     name = "duckdb"
     timescale = False
+    int_ids = True
 
     def __init__(self, path: str, journal_id: str, checkpoint_mb: int = 256, threads: int = 1):
         self.path, self.journal_id, self.checkpoint_mb, self.threads = path, journal_id, checkpoint_mb, threads
         self.con = None
+        self._sent: dict = {}   # id table key -> (the id list, how many of its ids the table holds)
 
     async def open(self) -> int:
         import duckdb
@@ -83,6 +122,11 @@ class DuckDBStore:
             self.con.execute(f"SET threads = {int(self.threads)}")
         for sql in _ddl():
             self.con.execute(sql)
+        for sql in ("CREATE OR REPLACE TEMP TABLE _id_slot (i BIGINT, v VARCHAR)",
+                    "CREATE OR REPLACE TEMP TABLE _id_pf (i BIGINT, v VARCHAR)",
+                    "CREATE OR REPLACE TEMP TABLE _id_cat (t TINYINT, i BIGINT, v VARCHAR)"):
+            self.con.execute(sql)
+        self._sent = {}
         log.info("embedded store %s (DuckDB): query side and command side tables", self.path)
         return await self.watermark()
 
@@ -103,24 +147,57 @@ class DuckDBStore:
         r = self.con.execute("SELECT last_txn FROM sink_watermark WHERE journal_id = ?", [self.journal_id]).fetchone()
         return r[0] if r else None
 
+    def _ids(self, cols: dict, sent: dict) -> None:
+        """Copy into the id tables the ids int-id rows name that they do not hold yet (in chunks;
+        a list whose object changed, a catch-up's scratch book, starts its table over)."""
+        names: Names = cols["_names"]
+        wanted = [("slot", "_id_slot", None, names.slots, cols.get("_slot_id")),
+                  ("pf", "_id_pf", None, names.portfolios, cols.get("_pf")),
+                  (0, "_id_cat", 0, names.categories[0], cols.get("_inst"))]
+        if "_etype" in cols:
+            for t in np.unique(cols["_etype"]).tolist():
+                wanted.append((t, "_id_cat", t, names.categories[t], cols["_cat"][cols["_etype"] == t]))
+        for key, tab, t, ids, idx in wanted:
+            if idx is None or not len(idx):
+                continue
+            held, n = sent.get(key, (None, 0))
+            if held is not ids:
+                self.con.execute(f"DELETE FROM {tab}" + ("" if t is None else f" WHERE t = {int(t)}"))
+                n = 0
+            need = int(idx.max()) + 1
+            if need > n:
+                arr = names.take(ids, np.arange(n, need))
+                for lo in range(0, len(arr), ID_CHUNK):
+                    chunk = {"i": np.arange(n + lo, n + min(len(arr), lo + ID_CHUNK), dtype=np.int64),  # noqa: F841
+                             "v": arr[lo: lo + ID_CHUNK]}
+                    self.con.execute(f"INSERT INTO {tab} SELECT {'' if t is None else f'{int(t)}, '}i, v FROM chunk")
+            sent[key] = (ids, max(n, need))
+
     async def write(self, tabs: dict[str, dict], seq_hi: int, txn: str = "") -> None:
         con = self.con
+        sent = dict(self._sent)  # what the id tables hold once this transaction commits
         con.execute("BEGIN TRANSACTION")
         try:
             for table, cols in tabs.items():
-                frame = _frame(table, cols)  # DuckDB scans the local by name
                 names = [c for c, _ in COLUMNS[table]]
+                if "_names" in cols:  # int-id rows: ids joined from this connection's id tables
+                    self._ids(cols, sent)
+                    frame = {c: np.asarray(v) for c, v in cols.items() if c != "_names"}  # noqa: F841
+                    source = _int_source(table) + " AS frame"
+                else:
+                    frame = _frame(table, cols)  # DuckDB scans the local by name  # noqa: F841
+                    source = "frame"
                 select = ", ".join(_expr(f"frame.{c}", k) for c, k in COLUMNS[table])
                 if table in KEYS:
                     key = KEYS[table]
                     match = " AND ".join(f"{table}.{k} = frame.{k}" for k in key)
                     if table == "cash_flows":  # a fact: keep the first
-                        con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM frame "
+                        con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {source} "
                                     f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {match})")
                         continue
                     if table == "exposure_limits":  # NaN = cleared
-                        con.execute(f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM frame WHERE {match})")
-                        con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM frame "
+                        con.execute(f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {source} WHERE {match})")
+                        con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {source} "
                                     "WHERE NOT isnan(frame.limit_percentage)")
                         continue
                     # upsert: known keys updated in place, new ones inserted (delete + insert left
@@ -129,17 +206,18 @@ class DuckDBStore:
                     # nothing new, and the insert's anti-join (a second scan of the table) is skipped
                     sets = ", ".join(f"{c} = {_expr(f'frame.{c}', k)}" for c, k in COLUMNS[table] if c not in key)
                     if sets:
-                        updated = con.execute(f"UPDATE {table} SET {sets} FROM frame WHERE {match}").fetchone()[0]
-                        if updated == len(frame[key[0]]):
+                        updated = con.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}").fetchone()[0]
+                        if updated == len(next(iter(frame.values()))):
                             continue
-                    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM frame "
+                    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {source} "
                                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {match})")
                     continue
-                con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM frame")
+                con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {source}")
             con.execute("DELETE FROM sink_watermark WHERE journal_id = ?", [self.journal_id])
             con.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES (?, ?, ?)",
                         [self.journal_id, seq_hi, txn])
             con.execute("COMMIT")
+            self._sent = sent
         except Exception:
             con.execute("ROLLBACK")
             raise

@@ -1,13 +1,16 @@
 """Ids that leave the engine as ints (ADR 0020): Names resolves them on the reading thread, and a
 run of capture-built hand-offs becomes exactly the rows the same hand-offs give with their ids
 resolved first (the eager path every other caller of ``tables`` takes)."""
+import asyncio
 import copy
 
 import numpy as np
+import pytest
 
 from portfolio_state.daemon.capture import ChangeCapture
 from portfolio_state.kernels import PositionStatus, TradeKind
 from portfolio_state.persistence.changes import ID_CHUNK, CHANGE_TYPES, Names, change_codes, change_type, tables
+from portfolio_state.persistence.duckstore import DuckDBStore
 from tests.bookfactory import make_book, trade
 
 SEED = 20261206
@@ -144,3 +147,49 @@ def test_compiled_capture_rows_follow_the_numpy_formulas():
     for lim, pct, u in zip(e.limit.tolist(), e.pct.tolist(), e.util.tolist()):
         assert (u == abs(pct) / lim) if lim > 0 else np.isnan(u)
     assert cap.last_ie_pct[heads].tolist() == e.pct.tolist()
+
+
+def _dump(store) -> dict:
+    async def go():
+        out = {}
+        for t in ("positions", "position_changes_ts", "exposures_ts", "portfolio_state_ts", "cash_balances"):
+            rows = await store.read(t)
+            out[t] = sorted(tuple(str(v) for k, v in r.items() if k not in ("id", "created_at", "updated_at")) for r in rows)
+        return out
+    return asyncio.run(go())
+
+
+def test_duckdb_joins_int_ids_to_the_same_rows_the_ids_give(tmp_path):
+    """DuckDB's int-id path (ids copied once into per-connection tables, joined in SQL) against
+    the same hand-offs written with their ids resolved; then a reconnect (the id tables start
+    over), a failed write (what it copied is not taken as held) and a run of another book."""
+    sets = _hand_offs()
+    a = DuckDBStore(str(tmp_path / "ints.duckdb"), "j")
+    b = DuckDBStore(str(tmp_path / "ids.duckdb"), "j")
+
+    async def write(store, runs, int_ids, seq0):
+        await store.open()
+        for j, run in enumerate(runs):
+            await store.write(tables(copy.deepcopy(run), int_ids=int_ids), seq0 + j)
+    runs = [sets[:3], sets[3:4], sets[4:]]
+    asyncio.run(write(a, runs[:2], True, 1))
+    assert a._sent  # the ids went by int
+    asyncio.run(a.close())
+    asyncio.run(write(a, runs[2:], True, 3))  # a new connection: its id tables start empty
+    asyncio.run(write(b, [[cs.resolve() for cs in copy.deepcopy(r)] for r in runs], False, 1))
+    want = _dump(b)
+    assert all(want[t] for t in ("positions", "position_changes_ts", "exposures_ts"))
+    assert _dump(a) == want
+    # a write that fails after copying ids leaves what the tables hold as it was
+    held = dict(a._sent)
+    tabs = tables(copy.deepcopy(sets[-1:]), int_ids=True)
+    tabs["positions"]["quantity"] = tabs["positions"]["quantity"][:-1]  # unequal columns: DuckDB refuses
+    with pytest.raises(Exception):
+        asyncio.run(a.write(tabs, 99))
+    assert a._sent == held
+    # another book's hand-offs (a catch-up's scratch book): its lists replace the first book's
+    other = _hand_offs()
+    asyncio.run(a.write(tables(other[:2], int_ids=True), 100))
+    assert a._sent["slot"][0] is other[0].positions.names.slots
+    asyncio.run(a.close())
+    asyncio.run(b.close())
