@@ -98,9 +98,9 @@ def _int_source(table: str) -> str:
 
 class DuckDBStore:
     """Int-id rows (``int_ids``): the ids they name are copied once per connection into temporary
-    tables (``_id_slot``, ``_id_pf``, ``_id_cat``: index -> id, each list up to the highest index
-    written so far), and the writes join them in SQL, so no Python string is scanned per row:
-    DuckDB converts an object column holding the GIL."""
+    tables (``_id_slot``, ``_id_pf``, ``_id_cat``: index -> id, the ids written so far), and the
+    writes join them in SQL, so no Python string is scanned per row: DuckDB converts an object
+    column holding the GIL."""
 
     name = "duckdb"
     timescale = False
@@ -109,7 +109,7 @@ class DuckDBStore:
     def __init__(self, path: str, journal_id: str, checkpoint_mb: int = 256, threads: int = 1):
         self.path, self.journal_id, self.checkpoint_mb, self.threads = path, journal_id, checkpoint_mb, threads
         self.con = None
-        self._sent: dict = {}   # id table key -> (the id list, how many of its ids the table holds)
+        self._sent: dict = {}   # id table key -> (the id list, bool per index: the table holds its id)
 
     async def open(self) -> int:
         import duckdb
@@ -147,9 +147,11 @@ class DuckDBStore:
         r = self.con.execute("SELECT last_txn FROM sink_watermark WHERE journal_id = ?", [self.journal_id]).fetchone()
         return r[0] if r else None
 
-    def _ids(self, cols: dict, sent: dict) -> None:
-        """Copy into the id tables the ids int-id rows name that they do not hold yet (in chunks;
-        a list whose object changed, a catch-up's scratch book, starts its table over)."""
+    def _ids(self, cols: dict, pend: dict) -> None:
+        """Copy into the id tables the ids int-id rows name that they do not hold yet, by chunks
+        (the ids a write names, not every id below them: a 10M-slot book's first write copies
+        what it writes). A list whose object changed, a catch-up's scratch book, starts its table
+        over. ``pend`` collects what this transaction adds: it counts as held after COMMIT."""
         names: Names = cols["_names"]
         wanted = [("slot", "_id_slot", None, names.slots, cols.get("_slot_id")),
                   ("pf", "_id_pf", None, names.portfolios, cols.get("_pf")),
@@ -160,28 +162,51 @@ class DuckDBStore:
         for key, tab, t, ids, idx in wanted:
             if idx is None or not len(idx):
                 continue
-            held, n = sent.get(key, (None, 0))
-            if held is not ids:
-                self.con.execute(f"DELETE FROM {tab}" + ("" if t is None else f" WHERE t = {int(t)}"))
-                n = 0
-            need = int(idx.max()) + 1
-            if need > n:
-                arr = names.take(ids, np.arange(n, need))
-                for lo in range(0, len(arr), ID_CHUNK):
-                    chunk = {"i": np.arange(n + lo, n + min(len(arr), lo + ID_CHUNK), dtype=np.int64),  # noqa: F841
-                             "v": arr[lo: lo + ID_CHUNK]}
-                    self.con.execute(f"INSERT INTO {tab} SELECT {'' if t is None else f'{int(t)}, '}i, v FROM chunk")
-            sent[key] = (ids, max(n, need))
+            held, mask = self._sent.get(key, (None, None))
+            p = pend.get(key)
+            if p is None:
+                p = pend[key] = (ids, [], held is not ids)
+                if p[2]:
+                    self.con.execute(f"DELETE FROM {tab}" + ("" if t is None else f" WHERE t = {int(t)}"))
+            new = np.unique(idx)
+            if not p[2]:  # drop what the table held before this transaction
+                known = new < len(mask)
+                known[known] = mask[new[known]]
+                new = new[~known]
+            if p[1]:
+                new = np.setdiff1d(new, np.concatenate(p[1]), assume_unique=True)
+            if not len(new):
+                continue
+            p[1].append(new)
+            v = names.take(ids, new)
+            for lo in range(0, len(new), ID_CHUNK):
+                chunk = {"i": new[lo: lo + ID_CHUNK], "v": v[lo: lo + ID_CHUNK]}  # noqa: F841
+                self.con.execute(f"INSERT INTO {tab} SELECT {'' if t is None else f'{int(t)}, '}i, v FROM chunk")
+
+    def _held(self, pend: dict) -> None:
+        """After COMMIT: what the transaction added is held."""
+        for key, (ids, adds, reset) in pend.items():
+            _, mask = self._sent.get(key, (None, None))
+            if reset or mask is None:
+                mask = np.zeros(0, np.bool_)
+            top = max(int(a.max()) for a in adds) + 1 if adds else 0
+            if top > len(mask):
+                grown = np.zeros(max(top, 2 * len(mask)), np.bool_)
+                grown[: len(mask)] = mask
+                mask = grown
+            for a in adds:
+                mask[a] = True
+            self._sent[key] = (ids, mask)
 
     async def write(self, tabs: dict[str, dict], seq_hi: int, txn: str = "") -> None:
         con = self.con
-        sent = dict(self._sent)  # what the id tables hold once this transaction commits
+        pend: dict = {}  # ids this transaction copies into the id tables
         con.execute("BEGIN TRANSACTION")
         try:
             for table, cols in tabs.items():
                 names = [c for c, _ in COLUMNS[table]]
                 if "_names" in cols:  # int-id rows: ids joined from this connection's id tables
-                    self._ids(cols, sent)
+                    self._ids(cols, pend)
                     frame = {c: np.asarray(v) for c, v in cols.items() if c != "_names"}  # noqa: F841
                     source = _int_source(table) + " AS frame"
                 else:
@@ -217,7 +242,7 @@ class DuckDBStore:
             con.execute("INSERT INTO sink_watermark (journal_id, seq, last_txn) VALUES (?, ?, ?)",
                         [self.journal_id, seq_hi, txn])
             con.execute("COMMIT")
-            self._sent = sent
+            self._held(pend)
         except Exception:
             con.execute("ROLLBACK")
             raise

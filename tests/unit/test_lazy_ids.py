@@ -180,16 +180,24 @@ def test_duckdb_joins_int_ids_to_the_same_rows_the_ids_give(tmp_path):
     want = _dump(b)
     assert all(want[t] for t in ("positions", "position_changes_ts", "exposures_ts"))
     assert _dump(a) == want
+    # the id tables hold the ids written, once each (a duplicate would duplicate joined rows)
+    n_ids, n_distinct = a.con.execute("SELECT count(*), count(DISTINCT i) FROM _id_slot").fetchone()
+    assert n_ids == n_distinct == len(np.unique(np.concatenate([cs.positions.slot for cs in runs[2]
+                                                                 if cs.positions is not None])))
     # a write that fails after copying ids leaves what the tables hold as it was
-    held = dict(a._sent)
+    held = {k: (ids, mask.copy()) for k, (ids, mask) in a._sent.items()}
     tabs = tables(copy.deepcopy(sets[-1:]), int_ids=True)
     tabs["positions"]["quantity"] = tabs["positions"]["quantity"][:-1]  # unequal columns: DuckDB refuses
     with pytest.raises(Exception):
         asyncio.run(a.write(tabs, 99))
-    assert a._sent == held
+    assert a._sent.keys() == held.keys()
+    assert all(a._sent[k][0] is ids and np.array_equal(a._sent[k][1], mask) for k, (ids, mask) in held.items())
     # another book's hand-offs (a catch-up's scratch book): its lists replace the first book's
     other = _hand_offs()
     asyncio.run(a.write(tables(other[:2], int_ids=True), 100))
     assert a._sent["slot"][0] is other[0].positions.names.slots
+    n_ids, n_distinct = a.con.execute("SELECT count(*), count(DISTINCT i) FROM _id_slot").fetchone()
+    assert n_ids == n_distinct == len(np.unique(np.concatenate([cs.positions.slot for cs in other[:2]
+                                                                 if cs.positions is not None])))
     asyncio.run(a.close())
     asyncio.run(b.close())
