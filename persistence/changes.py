@@ -88,7 +88,7 @@ class Names:
     def category(self, etype: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Category ids of exposure rows (each type's own list)."""
         out = np.empty(len(cat), object)
-        for t in np.unique(etype).tolist():
+        for t in np.flatnonzero(np.bincount(etype, minlength=1)).tolist():
             rows = np.flatnonzero(etype == t)
             out[rows] = self.take(self.categories[t], cat[rows])
         return out

@@ -156,8 +156,8 @@ class DuckDBStore:
         wanted = [("slot", "_id_slot", None, names.slots, cols.get("_slot_id")),
                   ("pf", "_id_pf", None, names.portfolios, cols.get("_pf")),
                   (0, "_id_cat", 0, names.categories[0], cols.get("_inst"))]
-        if "_etype" in cols:
-            for t in np.unique(cols["_etype"]).tolist():
+        if "_etype" in cols:  # the types present, by a count (no sort of every row)
+            for t in np.flatnonzero(np.bincount(cols["_etype"])).tolist():
                 wanted.append((t, "_id_cat", t, names.categories[t], cols["_cat"][cols["_etype"] == t]))
         for key, tab, t, ids, idx in wanted:
             if idx is None or not len(idx):
@@ -168,11 +168,12 @@ class DuckDBStore:
                 p = pend[key] = (ids, [], held is not ids)
                 if p[2]:
                     self.con.execute(f"DELETE FROM {tab}" + ("" if t is None else f" WHERE t = {int(t)}"))
-            new = np.unique(idx)
-            if not p[2]:  # drop what the table held before this transaction
-                known = new < len(mask)
+            new = np.asarray(idx, np.int64)
+            if not p[2]:  # drop what the table held before this transaction, before any sort:
+                known = new < len(mask)  # a write names mostly ids written before
                 known[known] = mask[new[known]]
                 new = new[~known]
+            new = np.unique(new)
             if p[1]:
                 new = np.setdiff1d(new, np.concatenate(p[1]), assume_unique=True)
             if not len(new):
