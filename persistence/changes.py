@@ -93,6 +93,21 @@ class Names:
             out[rows] = self.take(self.categories[t], cat[rows])
         return out
 
+    def ids(self, slot=None, pf=None, inst=None, etype=None, cat=None) -> dict:
+        """The id columns the given int columns stand for: position_id (slot), portfolio_id (pf),
+        instrument_id (inst), exposure_type and category (etype with cat)."""
+        out = {}
+        if slot is not None:
+            out["position_id"] = self.take(self.slots, slot)
+        if pf is not None:
+            out["portfolio_id"] = self.take(self.portfolios, pf)
+        if inst is not None:
+            out["instrument_id"] = self.take(self.categories[0], inst)
+        if etype is not None:
+            out["exposure_type"] = take_objects(_ETYPE, etype)
+            out["category"] = self.category(etype, cat)
+        return out
+
 
 def take_objects(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """arr[idx] of an object array, by chunks (see ID_CHUNK)."""
@@ -132,10 +147,8 @@ class Positions:
     def resolve(self) -> "Positions":
         """Fill the id columns from the int ones (on the reading thread)."""
         if self.position_id is None:
-            n = self.names
-            self.position_id = n.take(n.slots, self.slot)
-            self.portfolio_id = n.take(n.portfolios, self.pf)
-            self.instrument_id = n.take(n.categories[0], self.inst)
+            for k, v in self.names.ids(slot=self.slot, pf=self.pf, inst=self.inst).items():
+                setattr(self, k, v)
         return self
 
 
@@ -185,10 +198,8 @@ class Exposures:
     def resolve(self) -> "Exposures":
         """Fill the id columns from the int ones (on the reading thread)."""
         if self.portfolio_id is None:
-            n = self.names
-            self.portfolio_id = n.take(n.portfolios, self.pf)
-            self.exposure_type = take_objects(_ETYPE, self.etype)
-            self.category = n.category(self.etype, self.cat)
+            for k, v in self.names.ids(pf=self.pf, etype=self.etype, cat=self.cat).items():
+                setattr(self, k, v)
         return self
 
     @staticmethod
@@ -520,16 +531,8 @@ def _resolve(cols: dict, names: Names | None) -> dict:
     """Int columns standing for ids (_slot_id, _pf, _inst; _etype, _cat) -> the id columns."""
     if names is None or "_pf" not in cols:
         return cols
-    out = {}
-    if "_slot_id" in cols:
-        out["position_id"] = names.take(names.slots, cols.pop("_slot_id"))
-    out["portfolio_id"] = names.take(names.portfolios, cols.pop("_pf"))
-    if "_inst" in cols:
-        out["instrument_id"] = names.take(names.categories[0], cols.pop("_inst"))
-    if "_etype" in cols:
-        etype, cat = cols.pop("_etype"), cols.pop("_cat")
-        out["exposure_type"] = take_objects(_ETYPE, etype)
-        out["category"] = names.category(etype, cat)
+    out = names.ids(**{k: cols.pop("_" + k, None) for k in ("pf", "inst", "etype", "cat")},
+                    slot=cols.pop("_slot_id", None))
     out.update(cols)
     return out
 
