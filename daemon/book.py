@@ -389,6 +389,34 @@ class Book:
             self.arena.log_name("slot", s, f"{p}\t{position_id}")
         return s
 
+    def slots(self, rows) -> list[int]:
+        """``slot`` of each (portfolio, position_id, instrument) row, in order: the same results,
+        slots and allocation log as one call per row, with every new position allocated in one
+        ``alloc`` call (which numbers and links rows in order); ~10 us a position less."""
+        idx, a = self.slot_index, self.a
+        fresh: dict = {}  # (p, position_id) first seen here, with a defined instrument -> (instrument, row)
+        n_ins = len(a.instruments)
+        for j, (p, pid, k) in enumerate(rows):
+            key = (p, pid)
+            if key not in idx and key not in fresh and 0 <= k < n_ins and a.instruments[k]["flags"] & IF_DEFINED:
+                fresh[key] = (k, j)
+        if len(fresh) < 2:
+            return [self.slot(p, pid, k) for p, pid, k in rows]
+        keys = list(fresh)
+        slots = self.alloc(np.array([p for p, _ in keys], np.int32),
+                           np.array([k for k, _ in fresh.values()], np.int32)).tolist()
+        idx.update(zip(keys, slots))
+        for (p, pid), s in zip(keys, slots):
+            self.slot_ids[s] = pid
+        if self.alloc_log is not None:
+            self.alloc_log.extend((p, pid, k) for (p, pid), (k, _) in fresh.items())
+        if self.arena:
+            for (p, pid), s in zip(keys, slots):
+                self.arena.log_name("slot", s, f"{p}\t{pid}")
+        # a row before the one that allocated its position found none: its instrument was undefined
+        return [-Reason.UNKNOWN_INSTRUMENT if (f := fresh.get((p, pid))) is not None and j < f[1]
+                else self.slot(p, pid, k) for j, (p, pid, k) in enumerate(rows)]
+
     def alloc(self, portfolios: np.ndarray, instruments: np.ndarray) -> np.ndarray:
         """Allocate one slot per (portfolio, instrument) row, in bulk. Returns the slots.
 

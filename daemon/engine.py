@@ -189,47 +189,72 @@ class Engine:
         return True
 
     def replay(self, records) -> int:
-        """Apply journal records in order (recovery and as-of). Returns how many."""
+        """Apply journal records in order (recovery and as-of). Returns how many.
+
+        Consecutive RUN records of one UTC day apply as one kernel call (up to ``_MERGE_ROWS``
+        rows): a trade reads reference data (prices, FX, categories) that only other records
+        change, so their rows in one call give the state and the replies that one call per
+        record gives. Each RUN record first does what ``handle`` did for its batch: it rolls the
+        performance day and advances ``last_recv_ns`` (as-of picks checkpoints by it)."""
         n = 0
         group: list = []
         group_ns = None
+        runs: list = []
+        runs_day = rows = 0
         for rec in records:
-            if rec.kind == COMMAND and rec.recv_ns == group_ns:
+            kind = rec.kind
+            if kind == COMMAND and rec.recv_ns == group_ns:
                 group.append(([], rec.payload))
+            elif kind == RUN and runs and rows < _MERGE_ROWS and day_of(rec.recv_ns) == runs_day:
+                runs.append(msgspec.msgpack.decode(rec.payload))
+                rows += len(runs[-1][1][0])  # the kind column: one byte a row
+                self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
             else:
                 if group:
                     self.handle(group, group_ns, replay=True)
-                group, group_ns = [], None
-                if rec.kind == COMMAND:
+                if runs:
+                    self._replay_runs(runs)
+                group, group_ns, runs = [], None, []
+                if kind == COMMAND:
                     group, group_ns = [([], rec.payload)], rec.recv_ns
-                elif rec.kind == RUN:
-                    self._replay_run(rec.payload)
+                elif kind == RUN:
+                    self._perf_day(rec.recv_ns)
+                    self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
+                    runs = [msgspec.msgpack.decode(rec.payload)]
+                    runs_day, rows = day_of(rec.recv_ns), len(runs[0][1][0])
                 else:
                     ticks = dict(msgspec.msgpack.decode(rec.payload))
-                    self.apply_market(ticks if rec.kind == FEED_PRICES else {},
-                                      ticks if rec.kind == FEED_FX else {}, rec.recv_ns, journal=False)
+                    self.apply_market(ticks if kind == FEED_PRICES else {},
+                                      ticks if kind == FEED_FX else {}, rec.recv_ns, journal=False)
             self.last_seq = rec.seq
             n += 1
         if group:
             self.handle(group, group_ns, replay=True)
+        if runs:
+            self._replay_runs(runs)
         return n
 
-    def _replay_run(self, payload: bytes) -> None:
-        allocs, cols, pre_b, cmds = msgspec.msgpack.decode(payload)
+    def _replay_runs(self, decoded: list) -> None:
+        """RUN records (decoded; consecutive, one day) applied as one run; their commands enter the
+        window as one ``_Replayed`` per record, not one object per command."""
         book = self.book
-        for p, position_id, k in allocs:
-            book.slot(p, position_id, k)
-        kind, portfolio, slot, qty, price, fee, ts = (np.frombuffer(b, d).copy() for b, d in zip(cols, RUN_DTYPES))
-        run = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, np.frombuffer(pre_b, np.int32))
-        if not cmds:
-            return
-        typ, key, digest, lo, hi, detail, code, msg = zip(*cmds)  # columns, in C
-        if any(code):
-            replies = [_err(c, k, t) if c else _Lazy(run, k, a, b, ty, d)
-                       for ty, k, a, b, d, c, t in zip(typ, key, lo, hi, detail, code, msg)]
-        else:  # the common case: one lazy reply per command, no per-command branching
-            replies = list(map(_Lazy, repeat(run), key, lo, hi, typ, detail))
-        self.window.put_many(key, zip(digest, replies))
+        parts = []
+        for allocs, cols, pre_b, _ in decoded:
+            if allocs:  # in journal order, before any of the rows apply: a new slot starts flat, so no
+                book.slots(allocs)  # earlier row of the merged run can have touched it
+            parts.append([np.frombuffer(b, d) for b, d in zip(cols, RUN_DTYPES)] + [np.frombuffer(pre_b, np.int32)])
+        if len(parts) == 1:
+            kind, portfolio, slot, qty, price, fee, ts, pre = (x.copy() for x in parts[0])
+        else:
+            kind, portfolio, slot, qty, price, fee, ts, pre = (np.concatenate(x) for x in zip(*parts))
+        run = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, pre)
+        base = 0
+        put_many = self.window.put_many
+        for (_, _, _, cmds), cols in zip(decoded, parts):
+            if cmds:
+                block = _Replayed(run, base, cmds)
+                put_many(block.keys, repeat(block))
+            base += len(cols[0])
 
     def _encode(self, reply, is_json: bool) -> bytes:
         if isinstance(reply, Encoded):  # written as msgpack already (daemon/replies.py)
@@ -342,9 +367,7 @@ class Engine:
             kind, portfolio, slot, qty, price, fee, ts = (np.zeros(0, d) for d in RUN_DTYPES)
             pre_reason = np.zeros(0, np.int32)
         if not replay and self.journal is not None:
-            cmds = [[_TYPE[type(it.cmd)], it.cmd.key, it.digest, it.lo, it.hi,
-                     bool(getattr(it.cmd, "detail", False)), it.reply.code if it.reply else None,
-                     it.reply.message if it.reply else None] for it in run]
+            cmds = _command_columns(run)
             payload = msgspec.msgpack.encode([allocs, [x.tobytes() for x in (kind, portfolio, slot, qty, price, fee, ts)],
                                               pre_reason.tobytes(), cmds])
             if not self._append([(self._recv_ns, RUN, payload)], [it for it in run if it.reply is None]):
@@ -586,21 +609,18 @@ class Engine:
 
     def _resolve(self, cmd: m.ResolveRequest) -> m.ResolveResponse:
         book = self.book
-        slots, errors, portfolios = [], [], []
-        for j, ref in enumerate(cmd.positions):
-            p = book.portfolio_ids.get(ref.portfolio_id)
-            k = book.instrument_ids.get(ref.instrument_id)
-            portfolios.append(p)
-            if p < 0:
-                s = -Reason.UNKNOWN_PORTFOLIO
-            elif k < 0:
-                s = -Reason.UNKNOWN_INSTRUMENT
-            else:
-                s = book.slot(p, ref.position_id, k)
+        portfolios = [book.portfolio_ids.get(ref.portfolio_id) for ref in cmd.positions]
+        insts = [book.instrument_ids.get(ref.instrument_id) for ref in cmd.positions]
+        ok = [j for j, (p, k) in enumerate(zip(portfolios, insts)) if p >= 0 and k >= 0]
+        found = book.slots([(portfolios[j], cmd.positions[j].position_id, insts[j]) for j in ok])
+        slots = [-Reason.UNKNOWN_PORTFOLIO if p < 0 else -Reason.UNKNOWN_INSTRUMENT for p in portfolios]
+        for j, s in zip(ok, found):
+            slots[j] = s
+        errors = []
+        for j, s in enumerate(slots):
             if s < 0:
                 errors.append(m.RowError(j, REASON_NAMES[-s], MESSAGES[REASON_NAMES[-s]]))
-                s = -1
-            slots.append(s)
+                slots[j] = -1
         portfolios += [book.portfolio_ids.get(x) for x in cmd.portfolio_ids]
         return m.ResolveResponse(slots, portfolios, [book.instrument_ids.get(x) for x in cmd.instrument_ids], errors)
 
@@ -687,6 +707,7 @@ class _BadColumns(ValueError):
 
 
 RUN_DTYPES = (np.int8, np.int32, np.int32, np.float64, np.float64, np.float64, np.int64)
+_MERGE_ROWS = 1 << 14  # replay: rows of consecutive RUN records applied in one kernel call, at most
 _TYPE = {m.PositionUpdateRequest: 0, m.PositionUpdateBatch: 1, m.PositionUpdateColumns: 2}
 
 
@@ -770,6 +791,63 @@ class _Lazy:
             key=self.key, accepted=int(len(seg) - len(bad)),
             rejected=[m.RowError(int(j), REASON_NAMES[int(seg[j])], MESSAGES[REASON_NAMES[int(seg[j])]]) for j in bad],
             processing_time_ms=run.ms, results=results)
+
+
+def _command_columns(run: list) -> list:
+    """A RUN record's commands as columns (ADR 0021): [type int8, keys, digest uint64, lo int32,
+    hi int32, detail bool, [[index, error code, message], ...]]. Replay reads them without one
+    object per command."""
+    n = len(run)
+    typ, lo, hi = np.empty(n, np.int8), np.empty(n, np.int32), np.empty(n, np.int32)
+    digest, detail = np.empty(n, np.uint64), np.zeros(n, np.bool_)
+    errors = []
+    for j, it in enumerate(run):
+        cmd = it.cmd
+        t = typ[j] = _TYPE[type(cmd)]
+        lo[j], hi[j], digest[j] = it.lo, it.hi, it.digest
+        if t and getattr(cmd, "detail", False):
+            detail[j] = True
+        if it.reply is not None:
+            errors.append([j, it.reply.code, it.reply.message])
+    return [typ.tobytes(), [it.cmd.key for it in run], digest.tobytes(), lo.tobytes(), hi.tobytes(),
+            detail.tobytes(), errors]
+
+
+class _Replayed:
+    """The idempotency-window entries of one replayed RUN record's commands, kept as its columns
+    (one object for the record, shared by its keys' window values): a key's (digest, reply) is
+    built only when something asks for it (a retry, a checkpoint)."""
+
+    __slots__ = ("run", "base", "keys", "typ", "digest", "lo", "hi", "detail", "errors", "_ix")
+
+    def __init__(self, run: "_Run", base: int, cmds: list):
+        """``base``: where the record's rows start in ``run``. ``cmds``: the record's commands, as
+        columns (``_command_columns``) or, in records written before them, one list per command
+        [type, key, digest, lo, hi, detail, error code, message]."""
+        self.run, self.base, self._ix = run, base, None
+        if type(cmds[0]) is list:  # the older layout
+            typ, keys, digest, lo, hi, detail, code, msg = zip(*cmds)
+            self.keys, self.typ, self.digest, self.lo, self.hi, self.detail = list(keys), typ, digest, lo, hi, detail
+            self.errors = {j: (c, t) for j, (c, t) in enumerate(zip(code, msg)) if c}
+            return
+        typ_b, self.keys, digest_b, lo_b, hi_b, detail_b, errors = cmds
+        self.typ, self.digest = np.frombuffer(typ_b, np.int8), np.frombuffer(digest_b, np.uint64)
+        self.lo, self.hi = np.frombuffer(lo_b, np.int32), np.frombuffer(hi_b, np.int32)
+        self.detail = np.frombuffer(detail_b, np.bool_)
+        self.errors = {j: (c, t) for j, c, t in errors} if errors else None
+
+    def entry(self, key: str) -> tuple[int, object]:
+        """(digest, reply) of ``key``, one of this record's commands."""
+        ix = self._ix
+        if ix is None:
+            ix = self._ix = dict(zip(self.keys, range(len(self.keys))))
+        j = ix[key]
+        digest = int(self.digest[j])
+        err = self.errors.get(j) if self.errors else None
+        if err is not None:
+            return digest, _err(err[0], key, err[1])
+        return digest, _Lazy(self.run, key, self.base + int(self.lo[j]), self.base + int(self.hi[j]),
+                             int(self.typ[j]), bool(self.detail[j]))
 
 
 class Encoded:

@@ -8,6 +8,10 @@ changes nothing; with a different digest it is a KEY_CONFLICT. The oldest keys
 are forgotten first once ``size`` is reached (size it to cover the longest
 client retry horizon).
 
+A value is (digest, reply), or an object whose ``entry(key)`` builds that pair when asked:
+replay stores one such object per journal record for all its keys (daemon/engine.py
+``_Replayed``), so a million replayed keys cost a dict entry each and nothing more.
+
 A plain dict plus a deque of keys in arrival order, not an OrderedDict: recovery
 puts a million entries, and OrderedDict's per-entry links cost ~1 µs each there
 (measured: 1.0 s of a 2.9 s recovery), a dict and a deque ~0.1 µs.
@@ -15,6 +19,7 @@ puts a million entries, and OrderedDict's per-entry links cost ~1 µs each there
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 
 
 class IdempotencyWindow:
@@ -26,7 +31,8 @@ class IdempotencyWindow:
         self._order: deque[str] = deque()  # each key in _d once, oldest first
 
     def get(self, key: str):
-        return self._d.get(key)
+        v = self._d.get(key)
+        return v if v is None or type(v) is tuple else v.entry(key)
 
     def put(self, key: str, digest: int, reply) -> None:
         d = self._d
@@ -37,7 +43,8 @@ class IdempotencyWindow:
             self._trim()
 
     def put_many(self, keys, values) -> None:
-        """put() of many (replay and checkpoint load): C-level updates, then the oldest trimmed."""
+        """put() of many (replay and checkpoint load): C-level updates, then the oldest trimmed.
+        ``values``: (digest, reply) pairs, or objects with ``entry(key)`` (see the module)."""
         d = self._d
         keys = keys if isinstance(keys, (list, tuple)) else list(keys)
         if len(set(keys)) == len(keys) and d.keys().isdisjoint(keys):  # all new (the usual case), in C
@@ -46,8 +53,12 @@ class IdempotencyWindow:
             if len(d) > self.size:
                 self._trim()
             return
-        for k, (digest, reply) in zip(keys, values):  # known or repeated keys: one by one, exactly
-            self.put(k, digest, reply)
+        for k, v in zip(keys, values):  # known or repeated keys: one by one, exactly
+            if k not in d:
+                self._order.append(k)
+            d[k] = v
+            if len(d) > self.size:
+                self._trim()
 
     def _trim(self) -> None:
         d, order = self._d, self._order
@@ -60,4 +71,16 @@ class IdempotencyWindow:
     def items(self):
         """(key, (digest, reply)) oldest first: the dict's own order is the deque's (a key enters
         both at once and leaves both at once)."""
-        return self._d.items()
+        return ((k, v if type(v) is tuple else v.entry(k)) for k, v in self._d.items())
+
+    def raw_items(self) -> list:
+        """[(key, value)] oldest first, values as stored (see the module): a copy cheap enough
+        for the engine thread; ``entries`` turns it into what ``items`` gives, elsewhere."""
+        return list(self._d.items())
+
+
+def entries(raw: list) -> list:
+    """``raw_items`` as (key, (digest, reply)) pairs (on a checkpoint writer's thread)."""
+    if set(map(type, map(itemgetter(1), raw))) <= {tuple}:  # the live case, checked in C
+        return raw
+    return [(k, v if type(v) is tuple else v.entry(k)) for k, v in raw]

@@ -29,6 +29,7 @@ from portfolio_state.transport import messages as m
 
 from .book import Book, Capacity
 from .config import Settings
+from .idempotency import entries
 from .engine import Encoded, Engine, _Lazy, materialize, run_from_state, run_state
 
 log = logging.getLogger("pstate.recovery")
@@ -51,7 +52,7 @@ def snapshot(engine: Engine, reuse: dict | None = None, window: bool = True,
     arrays["perf"] = engine.perf.s.copy() if copy else engine.perf.s
     meta["perf_day"] = engine.perf.day
     if window:
-        meta["window"] = list(engine.window.items())
+        meta["window"] = engine.window.raw_items()
     meta["last_recv_ns"] = engine.last_recv_ns
     meta["counters"] = dict(engine.counters)
     return engine.last_seq, arrays, meta
@@ -68,7 +69,7 @@ def write_checkpoint(engine: Engine, settings: Settings, snap=None, floor: int |
     seq, arrays, meta = snap or snapshot(engine)
     enc = msgspec.msgpack.Encoder()
     runs, run_ix, chunks = [], {}, []
-    items = meta["window"]
+    items = entries(meta["window"])  # replayed keys' entries built here, not on the engine thread
     keys = [k for k, _ in items]  # comprehensions: zip(*items) over a million rows is 5-20x slower
     digests = [v[0] for _, v in items]
     replies = [v[1] for _, v in items]

@@ -336,7 +336,7 @@ class Server:
             if cow:
                 return write_checkpoint(engine, settings, snapshot(engine, copy=False), floor)
             seq, arrays, meta = snap
-            return write_checkpoint(engine, settings, (seq, arrays, {**meta, "window": list(engine.window.items())}),
+            return write_checkpoint(engine, settings, (seq, arrays, {**meta, "window": engine.window.raw_items()}),
                                     floor)
 
         if forked:
@@ -348,7 +348,7 @@ class Server:
                     snap = snapshot(engine, self._ckpt_arrays)
                     self._ckpt_arrays = snap[1]
                 else:
-                    snap[2]["window"] = list(engine.window.items())
+                    snap[2]["window"] = engine.window.raw_items()
                 forked = False
         if forked:
             log.info("checkpoint at seq %d: %s %.1f ms + fork %.1f ms on the engine thread (child %d)",
@@ -642,6 +642,7 @@ def run(settings: Settings) -> int:
     except TakeoverError as e:
         log.critical("cannot start: %s", e)
         return 4
+    warm_up()  # the kernels loaded first: replay runs them at full speed from its first record
     try:
         engine, stats = open_engine(settings)
     except Exception as e:  # a damaged journal stops start-up: never skip data silently
@@ -661,7 +662,6 @@ def run(settings: Settings) -> int:
     # the recovered book's ids, encoded before anything is served: events and single-update replies
     # (daemon/replies.py, events on or off) both write them from these pools
     engine.events.prepare()
-    warm_up()
     gc.freeze()  # what recovery and warm-up built lives for good: keep it out of every collection
     server = Server(settings, engine)
     uvloop.run(server.serve())

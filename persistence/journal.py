@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -125,45 +126,77 @@ def read_records(directory: str, after_seq: int = 0, repair: bool = True,
         if i + 1 < len(segments) and segments[i + 1][0] <= after_seq + 1:
             expect = segments[i + 1][0]
             continue  # wholly before what we want
-        with open(path, "rb") as f:
-            data = f.read()
-        off = 0
-        while off < len(data):
-            rec = _parse(data, off)
-            if rec is None:
-                used = len(data.rstrip(b"\0"))  # a zero-filled segment (preallocated) ends where its zeros start
-                if used <= off:
+        data = _map(path)
+        try:
+            torn = None
+            off = 0
+            while off < len(data):
+                rec = _parse(data, off)
+                if rec is None:
+                    used = _data_end(data, off)  # a zero-filled segment (preallocated) ends where its zeros start
+                    if used <= off:
+                        if ends is not None:
+                            ends[path] = off
+                        break
+                    later = _valid_record_after(data, off, used)
+                    if later >= 0 and last_segment and (not repair or data[off:off + HEADER_SIZE] == _ZERO_HEADER):
+                        # Overwriting a zero-filled segment does not keep a crash's tail a clean prefix: the
+                        # OS may have written a later page of an unsynced batch and not the one holding this
+                        # record's header (never written: all zeros). A completed sync leaves no such hole,
+                        # so what follows was never acknowledged. A reader beside the live writer (no repair)
+                        # can also overtake the writer mid-write. Either way: the end of the records.
+                        log.warning("journal %s: record at offset %d %s; %d bytes after it, valid-looking records "
+                                    "from offset %d, are an unsynced tail", path, off,
+                                    "not written yet (a reader beside the writer)" if not repair else "never written "
+                                    "(a crash lost its page)", used - off, later)
+                    elif later >= 0 or not last_segment:
+                        raise JournalError("CORRUPT", f"{path} offset {off}: record fails its CRC32C check"
+                                           + (f" (a valid record follows at offset {later})" if later >= 0 else ""))
+                    torn = (off, used)
                     if ends is not None:
                         ends[path] = off
                     break
-                later = _valid_record_after(data, off, used)
-                if later >= 0 and last_segment and (not repair or data[off:off + HEADER_SIZE] == _ZERO_HEADER):
-                    # Overwriting a zero-filled segment does not keep a crash's tail a clean prefix: the
-                    # OS may have written a later page of an unsynced batch and not the one holding this
-                    # record's header (never written: all zeros). A completed sync leaves no such hole,
-                    # so what follows was never acknowledged. A reader beside the live writer (no repair)
-                    # can also overtake the writer mid-write. Either way: the end of the records.
-                    log.warning("journal %s: record at offset %d %s; %d bytes after it, valid-looking records "
-                                "from offset %d, are an unsynced tail", path, off,
-                                "not written yet (a reader beside the writer)" if not repair else "never written "
-                                "(a crash lost its page)", used - off, later)
-                elif later >= 0 or not last_segment:
-                    raise JournalError("CORRUPT", f"{path} offset {off}: record fails its CRC32C check"
-                                       + (f" (a valid record follows at offset {later})" if later >= 0 else ""))
-                _torn(path, off, used, repair)
+                length, seq, recv_ns, kind, payload = rec
+                if expect is not None and seq != expect:
+                    raise JournalError("CORRUPT", f"{path} offset {off}: sequence {seq}, expected {expect}")
+                expect = seq + 1
+                if seq > after_seq:
+                    yield Record(seq, recv_ns, kind, payload)
+                off += HEADER_SIZE + length
+            else:
                 if ends is not None:
                     ends[path] = off
-                return
-            length, seq, recv_ns, kind, payload = rec
-            if expect is not None and seq != expect:
-                raise JournalError("CORRUPT", f"{path} offset {off}: sequence {seq}, expected {expect}")
-            expect = seq + 1
-            if seq > after_seq:
-                yield Record(seq, recv_ns, kind, payload)
-            off += HEADER_SIZE + length
-        else:
-            if ends is not None:
-                ends[path] = off
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+        if torn is not None:
+            _torn(path, *torn, repair)  # after the mapping is gone: the file shrinks under no one
+            return
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _map(path: str):
+    """The segment's bytes, mapped read-only (no copy of a 64 MiB file into a fresh buffer, whose
+    page faults cost more here than reading it): b"" for an empty file."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _data_end(data, off: int) -> int:
+    """Where the trailing zeros after ``off`` begin (``off`` or less when only zeros follow it): the
+    usual case, the unused rest of a preallocated segment, is checked a megabyte at a time with
+    memcmp instead of stripped byte by byte."""
+    k, n = off, len(data)
+    while k < n:
+        chunk = data[k:k + len(_ZEROS)]
+        if chunk != _ZEROS[:len(chunk)]:
+            return off + len(bytes(data[off:]).rstrip(b"\0"))
+        k += len(chunk)
+    return off
 
 
 def _torn(path: str, off: int, used: int, repair: bool) -> None:

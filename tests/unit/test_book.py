@@ -226,3 +226,23 @@ def test_export_into_reused_buffers_skips_unchanged_slot_lists_and_copies_change
     held = weakref.ref(other["inst_pool"])
     del other
     assert held() is None  # the book remembers the buffers it filled without keeping them alive
+
+
+def test_slots_in_bulk_give_what_one_call_per_row_gives():
+    # new, repeated, existing, mismatched and undefined-instrument rows: the same slots, reasons,
+    # positions array, id map and allocation log as Book.slot row by row
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        one, bulk = make_book(), make_book()
+        for b in (one, bulk):
+            b.slot(0, "old", 0)
+            b.alloc_log = []
+        n_ins = len(one.instrument_ids)
+        rows = [(int(rng.integers(0, 3)), f"x{int(rng.integers(0, 12))}", int(rng.integers(-1, n_ins + 1)))
+                for _ in range(int(rng.integers(0, 30)))] + [(0, "old", int(rng.integers(0, 2)))]
+        rows = [r for r in rows if r[2] >= 0]  # the engine never asks for a negative instrument
+        want = [one.slot(*r) for r in rows]
+        assert bulk.slots(rows) == want, trial
+        assert np.array_equal(bulk.a.positions.view(np.uint8), one.a.positions.view(np.uint8))
+        assert bulk.slot_index == one.slot_index and bulk.slot_ids == one.slot_ids
+        assert bulk.alloc_log == one.alloc_log

@@ -1,0 +1,172 @@
+"""Replay of RUN records (ADR 0021): consecutive records apply as one kernel call and their keys
+enter the idempotency window as one entry object per record. What a recovered engine holds and
+answers must be what the live engine held and answered: the book, the performance state, the
+receive time as-of reads, and every key's reply (digest conflicts included), for records written
+in the command-column layout and in the older one-list-per-command layout."""
+import time
+
+import msgspec
+import numpy as np
+
+from portfolio_state.daemon import engine as engine_mod
+from portfolio_state.daemon.config import load
+from portfolio_state.daemon.recovery import open_engine, write_checkpoint
+from portfolio_state.kernels import TradeKind
+from portfolio_state.persistence.journal import RUN, read_records
+from portfolio_state.transport import messages as m
+from portfolio_state.transport.client import _Builders
+from tests.unit.test_window_checkpoint import _same as _stripped
+
+ENC = msgspec.msgpack.Encoder().encode
+DEC = msgspec.msgpack.Decoder(m.Reply).decode
+DAY = 86_400 * 10**9
+T0 = 20_000 * DAY + 3_600 * 10**9  # 01:00 UTC on some day
+
+
+def _settings(d, **kw):
+    over = [f"journal.data_dir={d}", "journal.fsync=off", "engine.events=false", "journal.checkpoint_interval_s=0"]
+    return load(overrides=over + [f"{k}={v}" for k, v in kw.items()], environ={})
+
+
+def _same(raw: bytes):
+    """A reply as plain values without processing_time_ms (a replayed run times its own call)."""
+    return _stripped([DEC(raw)])[0]
+
+
+def _setup(e, ns):
+    cmds = [m.InstrumentUpsert("i", [m.Instrument("AAPL", sector="Tech"), m.Instrument("SAP", currency="EUR"),
+                                     m.Instrument("MSFT", sector="Tech")]),
+            m.FxTicks("fx", [m.FxRate("EUR", 1.1)]),
+            m.PriceTicks("p", [m.PriceTick("AAPL", 190.0), m.PriceTick("SAP", 120.0), m.PriceTick("MSFT", 400.0)]),
+            m.PortfolioUpsert("pf1", m.Portfolio("P1", benchmark="MSFT")),
+            m.PortfolioUpsert("pf2", m.Portfolio("P2", portfolio_type="LONG_ONLY")),
+            m.CashFlowRequest("c1", "c1", "P1", 1e6, "USD", "DEPOSIT"),
+            m.CashFlowRequest("c2", "c2", "P2", 1e6, "USD", "DEPOSIT")]
+    e.handle([([b""], ENC(c)) for c in cmds], ns)
+    r = msgspec.msgpack.decode(e.handle([([b""], ENC(m.ResolveRequest([m.PositionRef("P1", "a", "AAPL"),
+                                                                        m.PositionRef("P2", "m", "MSFT")])))], ns)[0][1])
+    return np.array(r["slots"], np.int32), np.array(r["portfolios"], np.int32)
+
+
+def _workload(e, rng, slots, pfs):
+    """Batches of mixed position-update frames over two days: (key, frame) of every command sent,
+    with the reply bytes each got."""
+    sent = []
+    ns = T0
+    n = 0
+    for batch in range(40):
+        if batch == 25:
+            ns += DAY  # a new day: its first batch is a run of trades only
+        ns += 1_000_000
+        frames = []
+        for _ in range(int(rng.integers(1, 8))):
+            n += 1
+            key = f"k{n}"
+            pick = rng.integers(0, 6)
+            if pick <= 1:
+                c = m.PositionUpdateRequest(key, "P1", f"x{n % 5}", ["AAPL", "SAP"][n % 2], float(rng.integers(1, 9)),
+                                            100.0 + n, ["BUY", "SELL", "SHORT"][n % 3])
+            elif pick == 2:
+                c = m.PositionUpdateRequest(key, "P2", "m", "MSFT", 5.0, 400.0, "SELL")  # long-only: oversells rejected
+            elif pick == 3:
+                c = m.PositionUpdateBatch(key, [m.PositionUpdate("P1", "a", "AAPL", 2.0, 191.0, "BUY"),
+                                                m.PositionUpdate("P1", "q", "NOPE", 1.0, 1.0, "BUY"),
+                                                m.PositionUpdate("P1", f"n{n}", "MSFT", 1.0, 401.0, "BUY"),
+                                                m.PositionUpdate("P2", f"n{n}", "SAP", 1.0, 119.0, "BUY")],
+                                          detail=bool(n % 2))
+            elif pick == 4:
+                c = _Builders.columns(pfs, slots, np.full(2, TradeKind.BUY, np.int8), np.ones(2), np.full(2, 150.0),
+                                      key=key)
+            else:  # columns of unequal length: INVALID inside the run, journaled with it
+                c = m.PositionUpdateColumns(key, portfolio=np.array([0], np.int32).tobytes(),
+                                            slot=np.array([0, 1], np.int32).tobytes(),
+                                            kind=np.array([1], np.int8).tobytes(), qty=np.ones(1).tobytes(),
+                                            price=np.ones(1).tobytes())
+            frames.append((key, ENC(c)))
+        out = e.handle([([b""], body) for _, body in frames], ns)
+        sent += [(key, body, data) for (key, body), (_, data) in zip(frames, out)]
+    return sent, ns
+
+
+def _journal(tmp_path, seed=3):
+    rng = np.random.default_rng(seed)
+    e, _ = open_engine(_settings(tmp_path))
+    slots, pfs = _setup(e, T0)
+    sent, ns = _workload(e, rng, slots, pfs)
+    e.journal.sync()
+    e.journal.close()
+    return e, sent, ns
+
+
+def _check(live, sent, rec):
+    assert np.array_equal(rec.book.a.positions.view(np.uint8), live.book.a.positions.view(np.uint8))
+    assert np.array_equal(rec.book.a.portfolios.view(np.uint8), live.book.a.portfolios.view(np.uint8))
+    assert np.array_equal(rec.perf.s.view(np.uint8), live.perf.s.view(np.uint8)) and rec.perf.day == live.perf.day
+    assert rec.last_recv_ns == live.last_recv_ns
+    assert rec.counters["updates"] == live.counters["updates"]
+    if not sent:
+        return
+    retry = rec.handle([([b""], body) for _, body, _ in sent], time.time_ns())
+    assert [_same(d) for _, d in retry] == [_same(d) for _, _, d in sent]
+    assert rec.counters["replays"] == len(sent)
+    # the same key with another body: a conflict, read through the replayed entry's digest
+    key, body, _ = next(x for x in sent if DEC(x[2]).__class__ is m.PositionUpdateResponse)
+    other = m.PositionUpdateRequest(key, "P1", "zz", "AAPL", 1.0, 1.0, "BUY")
+    assert DEC(rec.handle([([b""], ENC(other))], time.time_ns())[0][1]).code == "KEY_CONFLICT"
+
+
+def test_replay_matches_the_live_engine_runs_merged(tmp_path):
+    live, sent, _ = _journal(tmp_path)
+    kinds = [r.kind for r in read_records(str(tmp_path / "journal"), repair=False)]
+    assert kinds.count(RUN) >= 30  # consecutive RUN records: merged into few kernel calls on replay
+    calls = []
+    real = engine_mod.Engine._apply_run
+    engine_mod.Engine._apply_run = lambda self, *a: calls.append(len(a[0])) or real(self, *a)
+    try:
+        rec, stats = open_engine(_settings(tmp_path))
+    finally:
+        engine_mod.Engine._apply_run = real
+    assert len(calls) < kinds.count(RUN)
+    _check(live, sent, rec)
+    rec.journal.close()
+
+
+def test_a_small_merge_limit_and_a_checkpoint_of_replayed_entries_change_nothing(tmp_path, monkeypatch):
+    live, sent, _ = _journal(tmp_path, seed=5)
+    monkeypatch.setattr(engine_mod, "_MERGE_ROWS", 3)
+    rec, _ = open_engine(_settings(tmp_path))
+    _check(live, sent[:0], rec)  # state only: the retries below would add replays to this engine
+    write_checkpoint(rec, _settings(tmp_path))  # replayed entries built on the writer's side
+    rec.journal.close()
+    again, stats = open_engine(_settings(tmp_path))
+    assert stats["replayed"] == 0
+    _check(live, sent, again)
+    again.journal.close()
+
+
+def _old_layout(run):
+    """A RUN record's commands as journals before the column layout wrote them."""
+    return [[engine_mod._TYPE[type(it.cmd)], it.cmd.key, it.digest, it.lo, it.hi,
+             bool(getattr(it.cmd, "detail", False)), it.reply.code if it.reply else None,
+             it.reply.message if it.reply else None] for it in run]
+
+
+def test_records_in_the_older_layout_replay_the_same(tmp_path, monkeypatch):
+    with monkeypatch.context() as mp:
+        mp.setattr(engine_mod, "_command_columns", _old_layout)
+        live, sent, _ = _journal(tmp_path, seed=9)
+    payload = next(r.payload for r in read_records(str(tmp_path / "journal"), repair=False) if r.kind == RUN)
+    assert type(msgspec.msgpack.decode(payload)[3][0]) is list
+    rec, _ = open_engine(_settings(tmp_path))
+    _check(live, sent, rec)
+    rec.journal.close()
+
+
+def test_a_window_smaller_than_the_replay_forgets_the_oldest_replayed_keys(tmp_path):
+    live, sent, _ = _journal(tmp_path, seed=11)
+    rec, _ = open_engine(_settings(tmp_path, **{"engine.idempotency_window": 10}))
+    assert len(rec.window) == 10
+    keys = [k for k, _, _ in sent]
+    assert [k for k, _ in rec.window.items()] == keys[-10:]
+    assert rec.window.get(keys[0]) is None
+    rec.journal.close()
