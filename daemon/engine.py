@@ -429,8 +429,8 @@ class Engine:
         ts = np.array([now if u.timestamp is None else u.timestamp for u in rows], np.int64)
         pre = np.empty(len(rows), np.int32)
         if screen_rows_nb(book.a.positions, portfolio, inst, slot, pre):  # (rejected rows' slots become 0)
-            for j in np.flatnonzero(slot < 0).tolist():  # first use of a position id: allocate, in row order
-                s = book.slot(p_l[j], rows[j].position_id, k_l[j])
+            new = np.flatnonzero(slot < 0).tolist()  # first use of a position id: allocate, in row order
+            for j, s in zip(new, book.slots([(p_l[j], rows[j].position_id, k_l[j]) for j in new])):
                 if s < 0:
                     pre[j], slot[j] = -s, 0
                 else:
