@@ -20,6 +20,7 @@ import logging
 import operator
 import os
 import time
+from itertools import repeat
 
 import msgspec
 
@@ -132,17 +133,19 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     if perf is not None:
         engine.perf.s, engine.perf.day = perf, meta.get("perf_day", -1)
     engine.events.last_versions = book.a.portfolios["version"].copy()
+    def put(cols, runs=None):  # in pieces: the first retry of a piece's key indexes that piece only
+        for i in range(0, len(cols[0]), _PIECE):
+            chunk = _Restored(*(c[i:i + _PIECE] if c is not None else None for c in cols), runs=runs)
+            engine.window.put_many(chunk.keys, repeat(chunk))
+
     for kb, db, rb in meta.get("window_chunks", ()):  # [keys, digests, reply bytes], msgpack, in order
-        engine.window.put_many(msgspec.msgpack.decode(kb), zip(msgspec.msgpack.decode(db),
-                                                              map(Encoded, msgspec.msgpack.decode(rb))))
+        put([msgspec.msgpack.decode(kb), msgspec.msgpack.decode(db), msgspec.msgpack.decode(rb)])
     dtypes: dict = {}  # a run's array descriptions repeat: each parsed once
     runs = [run_from_state(book, st, dtypes) for st in meta.get("runs", ())]
     cols = meta.get("window_cols")
     if cols:  # [keys, digests, run, lo, hi, type, detail, reply bytes]: run -1 = the bytes
         keys, digests, js, lo, hi, typ, detail, datas = cols
-        replies = [Encoded(b) if j < 0 else _Lazy(runs[j], k, a, z, t, x)
-                   for k, j, a, z, t, x, b in zip(keys, js, lo, hi, typ, detail, datas)]
-        engine.window.put_many(keys, zip(digests, replies))
+        put([keys, digests, datas, js, lo, hi, typ, detail], runs)
     window = meta["window"]  # checkpoints before window_cols: one list per entry
     if window and not runs:  # every entry [key, digest, msgpack bytes]
         engine.window.put_many([e[0] for e in window], zip([e[1] for e in window], map(Encoded, [e[2] for e in window])))
@@ -154,6 +157,34 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     engine.last_seq = seq
     engine.last_recv_ns = meta["last_recv_ns"]
     return engine
+
+
+_PIECE = 8192  # restored window keys per _Restored: indexing one on its first retry takes ~1 ms
+
+
+class _Restored:
+    """Window entries restored from a checkpoint, kept as the checkpoint's columns (one object for a
+    chunk of keys, shared as their window value, like ``engine._Replayed``): a key's (digest, reply)
+    is built only when asked for, so a restore costs a dict entry per key and no object."""
+
+    __slots__ = ("keys", "digests", "datas", "runs", "js", "lo", "hi", "typ", "detail", "_ix")
+
+    def __init__(self, keys, digests, datas, js=None, lo=None, hi=None, typ=None, detail=None, runs=None):
+        """``datas``: the reply bytes; with ``runs``, a key whose ``js`` entry is >= 0 is a replayed
+        reply instead: rows lo..hi of that run, of command type ``typ``, ``detail`` or not."""
+        self.keys, self.digests, self.datas, self.runs = keys, digests, datas, runs
+        self.js, self.lo, self.hi, self.typ, self.detail = js, lo, hi, typ, detail
+        self._ix = None
+
+    def entry(self, key: str) -> tuple[int, object]:
+        ix = self._ix
+        if ix is None:
+            ix = self._ix = dict(zip(self.keys, range(len(self.keys))))
+        i = ix[key]
+        j = self.js[i] if self.js is not None else -1
+        if j < 0:
+            return self.digests[i], Encoded(self.datas[i])
+        return self.digests[i], _Lazy(self.runs[j], key, self.lo[i], self.hi[i], self.typ[i], self.detail[i])
 
 
 def open_engine(settings: Settings) -> tuple[Engine, dict]:

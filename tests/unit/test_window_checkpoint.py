@@ -110,3 +110,14 @@ def test_a_checkpoint_with_the_window_as_one_list_per_entry_still_restores(tmp_p
     assert stats["replayed"] == 0
     assert _same(dec(b) for b in _ask(e3, trades, enc)) == _same(first)
     e3.journal.close()
+
+
+def test_a_window_restored_in_many_pieces_answers_the_same(tmp_path, monkeypatch):
+    # a restored window is kept as pieces of the checkpoint's columns (daemon/recovery.py _Restored)
+    from portfolio_state.daemon import recovery
+
+    monkeypatch.setattr(recovery, "_PIECE", 2)
+    test_replies_survive_live_replay_checkpoint_and_restore(tmp_path)
+    e, _ = open_engine(_settings(tmp_path))
+    assert len({id(v) for v in e.window._d.values()}) >= 3  # several pieces, each shared by its keys
+    e.journal.close()
