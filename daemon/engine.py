@@ -203,11 +203,15 @@ class Engine:
         runs_day = rows = 0
         for rec in records:
             kind = rec.kind
+            d = None  # a RUN record's payload, once decoded
             if kind == COMMAND and rec.recv_ns == group_ns:
                 group.append(([], rec.payload))
-            elif kind == RUN and runs and rows < _MERGE_ROWS and day_of(rec.recv_ns) == runs_day:
-                runs.append(msgspec.msgpack.decode(rec.payload))
-                rows += len(runs[-1][1][0])  # the kind column: one byte a row
+            elif kind == RUN and runs and rows < _MERGE_ROWS and day_of(rec.recv_ns) == runs_day and (
+                    not (d := msgspec.msgpack.decode(rec.payload))[0]):
+                # (a record that allocates starts a new call: a column row of an earlier record may
+                # name the slot it allocates, and live that row found no position there)
+                runs.append(d)
+                rows += len(d[1][0])  # the kind column: one byte a row
                 self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
             else:
                 if group:
@@ -220,7 +224,7 @@ class Engine:
                 elif kind == RUN:
                     self._perf_day(rec.recv_ns)
                     self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
-                    runs = [msgspec.msgpack.decode(rec.payload)]
+                    runs = [d if d is not None else msgspec.msgpack.decode(rec.payload)]
                     runs_day, rows = day_of(rec.recv_ns), len(runs[0][1][0])
                 else:
                     ticks = dict(msgspec.msgpack.decode(rec.payload))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import mmap
 import os
 import struct
 import threading
@@ -126,7 +125,7 @@ def read_records(directory: str, after_seq: int = 0, repair: bool = True,
         if i + 1 < len(segments) and segments[i + 1][0] <= after_seq + 1:
             expect = segments[i + 1][0]
             continue  # wholly before what we want
-        data = _map(path)
+        data = _read(path)
         try:
             torn = None
             off = 0
@@ -167,23 +166,21 @@ def read_records(directory: str, after_seq: int = 0, repair: bool = True,
                 if ends is not None:
                     ends[path] = off
         finally:
-            if isinstance(data, mmap.mmap):
-                data.close()
+            del data
         if torn is not None:
-            _torn(path, *torn, repair)  # after the mapping is gone: the file shrinks under no one
+            _torn(path, *torn, repair)
             return
 
 
 _ZEROS = bytes(1 << 20)
 
 
-def _map(path: str):
-    """The segment's bytes, mapped read-only (no copy of a 64 MiB file into a fresh buffer, whose
-    page faults cost more here than reading it): b"" for an empty file."""
+def _read(path: str) -> bytes:
+    """The segment's bytes, read whole. Not mmap: the live writer truncates its segment after a
+    failed write while as-of and catch-up readers read it, and a page past the new end of a
+    mapping is SIGBUS (a dead daemon), where a read is a copy or an OSError."""
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return f.read()
 
 
 def _data_end(data, off: int) -> int:

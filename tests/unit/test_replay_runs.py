@@ -170,3 +170,25 @@ def test_a_window_smaller_than_the_replay_forgets_the_oldest_replayed_keys(tmp_p
     assert [k for k, _ in rec.window.items()] == keys[-10:]
     assert rec.window.get(keys[0]) is None
     rec.journal.close()
+
+
+def test_a_column_row_naming_a_slot_a_later_record_allocates_stays_rejected(tmp_path):
+    # live: the column row names a slot nobody holds yet (UNKNOWN_POSITION); the next record
+    # allocates that very slot. Replay must not let the allocation run before the row.
+    e, _ = open_engine(_settings(tmp_path))
+    slots, pfs = _setup(e, T0)
+    nxt = len(e.book.slot_ids)
+    cols = _Builders.columns(pfs[:1], np.array([nxt], np.int32), np.full(1, TradeKind.BUY, np.int8), np.ones(1),
+                             np.full(1, 190.0), key="cols")
+    new = m.PositionUpdateRequest("new", "P1", "fresh", "AAPL", 1.0, 190.0, "BUY")
+    sent = []
+    for i, c in enumerate((cols, new)):
+        body = ENC(c)
+        sent.append((c.key, body, e.handle([([b""], body)], T0 + (i + 1) * 1_000_000)[0][1]))
+    assert DEC(sent[0][2]).rejected[0].code == "UNKNOWN_POSITION"
+    assert e.book.slot_index[(int(pfs[0]), "fresh")] == nxt
+    e.journal.sync()
+    e.journal.close()
+    rec, _ = open_engine(_settings(tmp_path))
+    _check(e, sent, rec)
+    rec.journal.close()
