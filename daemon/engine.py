@@ -43,7 +43,7 @@ from . import queries, replies
 from .book import Book, BookError, Capacity
 from .config import Settings
 from .events import EventBuilder
-from .idempotency import IdempotencyWindow
+from .idempotency import Deferred, IdempotencyWindow
 
 log = logging.getLogger("pstate.engine")
 
@@ -203,11 +203,10 @@ class Engine:
         runs_day = rows = 0
         for rec in records:
             kind = rec.kind
-            d = None  # a RUN record's payload, once decoded
+            d = msgspec.msgpack.decode(rec.payload) if kind == RUN else None
             if kind == COMMAND and rec.recv_ns == group_ns:
                 group.append(([], rec.payload))
-            elif kind == RUN and runs and rows < _MERGE_ROWS and day_of(rec.recv_ns) == runs_day and (
-                    not (d := msgspec.msgpack.decode(rec.payload))[0]):
+            elif kind == RUN and runs and rows < _MERGE_ROWS and day_of(rec.recv_ns) == runs_day and not d[0]:
                 # (a record that allocates starts a new call: a column row of an earlier record may
                 # name the slot it allocates, and live that row found no position there)
                 runs.append(d)
@@ -224,8 +223,7 @@ class Engine:
                 elif kind == RUN:
                     self._perf_day(rec.recv_ns)
                     self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
-                    runs = [d if d is not None else msgspec.msgpack.decode(rec.payload)]
-                    runs_day, rows = day_of(rec.recv_ns), len(runs[0][1][0])
+                    runs, runs_day, rows = [d], day_of(rec.recv_ns), len(d[1][0])
                 else:
                     ticks = dict(msgspec.msgpack.decode(rec.payload))
                     self.apply_market(ticks if kind == FEED_PRICES else {},
@@ -817,7 +815,7 @@ def _command_columns(run: list) -> list:
             detail.tobytes(), errors]
 
 
-class _Replayed:
+class _Replayed(Deferred):
     """The idempotency-window entries of one replayed RUN record's commands, kept as its columns
     (one object for the record, shared by its keys' window values): a key's (digest, reply) is
     built only when something asks for it (a retry, a checkpoint)."""
@@ -842,10 +840,7 @@ class _Replayed:
 
     def entry(self, key: str) -> tuple[int, object]:
         """(digest, reply) of ``key``, one of this record's commands."""
-        ix = self._ix
-        if ix is None:
-            ix = self._ix = dict(zip(self.keys, range(len(self.keys))))
-        j = ix[key]
+        j = self.position(key)
         digest = int(self.digest[j])
         err = self.errors.get(j) if self.errors else None
         if err is not None:

@@ -22,6 +22,23 @@ from collections import deque
 from operator import itemgetter
 
 
+class Deferred:
+    """Base of the window values that stand for many keys: ``keys`` lists them, ``entry(key)``
+    builds one key's (digest, reply); ``position`` finds a key, indexing them on first use."""
+
+    __slots__ = ()
+
+    def position(self, key: str) -> int:
+        ix = self._ix
+        if ix is None:
+            ix = self._ix = dict(zip(self.keys, range(len(self.keys))))
+        return ix[key]
+
+
+def _pair(key: str, v):
+    return v if type(v) is tuple else v.entry(key)
+
+
 class IdempotencyWindow:
     __slots__ = ("size", "_d", "_order")
 
@@ -32,13 +49,16 @@ class IdempotencyWindow:
 
     def get(self, key: str):
         v = self._d.get(key)
-        return v if v is None or type(v) is tuple else v.entry(key)
+        return v if v is None else _pair(key, v)
 
     def put(self, key: str, digest: int, reply) -> None:
+        self._put(key, (digest, reply))
+
+    def _put(self, key: str, v) -> None:
         d = self._d
         if key not in d:
             self._order.append(key)
-        d[key] = (digest, reply)
+        d[key] = v
         if len(d) > self.size:
             self._trim()
 
@@ -54,11 +74,7 @@ class IdempotencyWindow:
                 self._trim()
             return
         for k, v in zip(keys, values):  # known or repeated keys: one by one, exactly
-            if k not in d:
-                self._order.append(k)
-            d[k] = v
-            if len(d) > self.size:
-                self._trim()
+            self._put(k, v)
 
     def _trim(self) -> None:
         d, order = self._d, self._order
@@ -71,7 +87,7 @@ class IdempotencyWindow:
     def items(self):
         """(key, (digest, reply)) oldest first: the dict's own order is the deque's (a key enters
         both at once and leaves both at once)."""
-        return ((k, v if type(v) is tuple else v.entry(k)) for k, v in self._d.items())
+        return ((k, _pair(k, v)) for k, v in self._d.items())
 
     def raw_items(self) -> list:
         """[(key, value)] oldest first, values as stored (see the module): a copy cheap enough
@@ -83,4 +99,4 @@ def entries(raw: list) -> list:
     """``raw_items`` as (key, (digest, reply)) pairs (on a checkpoint writer's thread)."""
     if set(map(type, map(itemgetter(1), raw))) <= {tuple}:  # the live case, checked in C
         return raw
-    return [(k, v if type(v) is tuple else v.entry(k)) for k, v in raw]
+    return [(k, _pair(k, v)) for k, v in raw]

@@ -30,7 +30,7 @@ from portfolio_state.transport import messages as m
 
 from .book import Book, Capacity
 from .config import Settings
-from .idempotency import entries
+from .idempotency import Deferred, entries
 from .engine import Encoded, Engine, _Lazy, materialize, run_from_state, run_state
 
 log = logging.getLogger("pstate.recovery")
@@ -133,6 +133,7 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
     if perf is not None:
         engine.perf.s, engine.perf.day = perf, meta.get("perf_day", -1)
     engine.events.last_versions = book.a.portfolios["version"].copy()
+
     def put(cols, runs=None):  # in pieces: the first retry of a piece's key indexes that piece only
         for i in range(0, len(cols[0]), _PIECE):
             chunk = _Restored(*(c[i:i + _PIECE] if c is not None else None for c in cols), runs=runs)
@@ -162,7 +163,7 @@ def _restore(settings: Settings, loaded, shm: bool) -> Engine:
 _PIECE = 8192  # restored window keys per _Restored: indexing one on its first retry takes ~1 ms
 
 
-class _Restored:
+class _Restored(Deferred):
     """Window entries restored from a checkpoint, kept as the checkpoint's columns (one object for a
     chunk of keys, shared as their window value, like ``engine._Replayed``): a key's (digest, reply)
     is built only when asked for, so a restore costs a dict entry per key and no object."""
@@ -177,10 +178,7 @@ class _Restored:
         self._ix = None
 
     def entry(self, key: str) -> tuple[int, object]:
-        ix = self._ix
-        if ix is None:
-            ix = self._ix = dict(zip(self.keys, range(len(self.keys))))
-        i = ix[key]
+        i = self.position(key)
         j = self.js[i] if self.js is not None else -1
         if j < 0:
             return self.digests[i], Encoded(self.datas[i])
