@@ -45,6 +45,7 @@ from portfolio_state.kernels.layout import (
 )
 
 from .hugepages import HugeArena
+from .idmaps import HeadIndex, SlotIndex
 from .shm import MOVED, Arena
 
 #: Portfolio types that are cash accounts: long only, no margin.
@@ -140,9 +141,9 @@ class Book:
         self.sector_ids = Interner()
         self.country_ids = Interner()
         self.asset_class_ids = Interner()
-        self.slot_index: dict[tuple[int, str], int] = {}
         self.slot_ids: list[str] = []
-        self.heads: dict[tuple[int, int], int] = {}
+        self.slot_index = SlotIndex(self.slot_ids, capacity.slots)  # (portfolio, position_id) -> slot
+        self.heads = HeadIndex(capacity.slots)                      # (portfolio, instrument) -> head slot
         self.portfolio_info: dict[int, dict] = {}
         self.instrument_info: dict[int, dict] = {}
         self.instrument_limits: dict[tuple[int, int], float] = {}
@@ -428,10 +429,7 @@ class Book:
         self._grow(slots=first + n)
         self.slot_ids.extend([""] * n)
         slots = np.arange(first, first + n, dtype=np.int32)
-        heads = np.empty(n, np.int32)
-        for j in range(n):
-            key = (int(portfolios[j]), int(instruments[j]))
-            heads[j] = self.heads.setdefault(key, first + j)
+        heads = self.heads.setdefault(portfolios, instruments, slots)
         done = 0
         self._pools_changed += 1
         while done < n:
@@ -540,15 +538,16 @@ class Book:
         book.a = book._build(None)
         for name, arr in arrays.items():
             getattr(book.a, name)[...] = arr
-        owner = book.a.positions["portfolio"]
-        book.slot_index = {(int(owner[s]), ident): s for s, ident in enumerate(book.slot_ids) if ident}
+        n = len(book.slot_ids)
+        pos = book.a.positions[:n]
+        book.slot_index = SlotIndex(book.slot_ids)
+        book.slot_index.rebuild(pos["portfolio"])
+        book.heads = HeadIndex()
         if "heads" in meta:  # checkpoints written before the map was derived
-            book.heads = {(p, k): s for p, k, s in meta["heads"]}
+            book.heads.rebuild(*(np.array(c, np.int64) for c in zip(*meta["heads"])) if meta["heads"] else ([], [], []))
         else:
-            n = len(book.slot_ids)
-            pos = book.a.positions[:n]
             h = np.flatnonzero(pos["head"] == np.arange(n))
-            book.heads = dict(zip(zip(pos["portfolio"][h].tolist(), pos["instrument"][h].tolist()), h.tolist()))
+            book.heads.rebuild(pos["portfolio"][h], pos["instrument"][h], h)
         book.pivot = book.currency_ids.get(meta["pivot"])
         if book.arena:
             for kind, name in (("currency", "currency_ids"), ("portfolio", "portfolio_ids"), ("instrument", "instrument_ids")):

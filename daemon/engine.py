@@ -417,12 +417,11 @@ class Engine:
         book = self.book
         pget = book.portfolio_ids.index.get
         iget = book.instrument_ids.index.get
-        sget = book.slot_index.get
         p_l = [pget(u.portfolio_id, -1) for u in rows]
         k_l = [iget(u.instrument_id, -1) for u in rows]
         portfolio = np.array(p_l, np.int32)
         inst = np.array(k_l, np.int32)
-        slot = np.array([sget((p, u.position_id), -1) for p, u in zip(p_l, rows)], np.int32)
+        slot = book.slot_index.find(p_l, [u.position_id for u in rows])
         kind = np.array([KIND[u.transaction_type] for u in rows], np.int8)
         qty = np.array([u.quantity_change for u in rows], np.float64)
         price = np.array([u.price for u in rows], np.float64)
