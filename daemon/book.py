@@ -176,6 +176,7 @@ class Book:
         arrays = {}
         shapes = self._shapes()
         heap = None if self.arena else HugeArena(shapes)
+        self._heap = heap  # (the newest generation's mapping: collapse_huge)
         for name, (dtype, shape) in shapes.items():
             dtype = np.dtype(dtype)
             a = self.arena.allocate(name, dtype, shape) if self.arena else heap[name]
@@ -417,6 +418,12 @@ class Book:
         # a row before the one that allocated its position found none: its instrument was undefined
         return [-Reason.UNKNOWN_INSTRUMENT if (f := fresh.get((p, pid))) is not None and j < f[1]
                 else self.slot(p, pid, k) for j, (p, pid, k) in enumerate(rows)]
+
+    def collapse_huge(self) -> bool:
+        """Re-form the private book's huge pages (``HugeArena.collapse``); safe from any thread:
+        contents never change, and the arena is held for the call."""
+        heap = self._heap
+        return heap is not None and heap.collapse()
 
     def alloc(self, portfolios: np.ndarray, instruments: np.ndarray) -> np.ndarray:
         """Allocate one slot per (portfolio, instrument) row, in bulk. Returns the slots.

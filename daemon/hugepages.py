@@ -12,12 +12,30 @@ one huge-page mapping measured 10-20% off the trade and tick kernels at 10M slot
 (perf/RESULTS.md). Where the kernel grants no huge pages (THP ``never``), the arrays are
 ordinary zeroed memory and nothing else changes.
 """
+import ctypes
 import mmap
+import time
 
 import numpy as np
 
 HUGE = 2 << 20
 _ALIGN = 64  # each array starts on a cache line
+_MADV_COLLAPSE = 25  # Linux 6.1+ (not in Python 3.11's mmap module)
+COLLAPSE_PIECE = 32 << 20
+COLLAPSE_PAUSE_S = 0.001
+
+
+def _libc_madvise():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise  # a CDLL call releases the GIL
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _libc_madvise()
 
 
 def advise_huge(mm: mmap.mmap) -> None:
@@ -40,6 +58,8 @@ class HugeArena:
         mm = mmap.mmap(-1, sum(padded.values()) + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         advise_huge(mm)
         raw = np.frombuffer(mm, np.uint8)  # the arrays keep the mapping alive
+        self.mm = mm
+        self._base, self._size = raw.ctypes.data, len(mm)
         off = -raw.ctypes.data % HUGE
         self.arrays = {}
         for k, (dt, shape) in specs.items():
@@ -48,3 +68,26 @@ class HugeArena:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
+
+    def collapse(self) -> bool:
+        """Re-form the mapping's huge pages now (``MADV_COLLAPSE``), off the GIL.
+
+        A checkpoint's fork shares the mapping with the child, and the engine's first write to a
+        huge page the child still maps splits it into 4 KiB pages (copy-on-write). khugepaged
+        re-forms them only slowly: meanwhile the kernels miss the TLB more (ADR 0013) and every
+        later fork copies ~512 page-table entries for each split page (ADR 0022). Called by the
+        checkpoint thread once the child has exited. Best effort, and contents never change.
+        False when the kernel reported a failure: before 6.1, with THP ``never``, and also when
+        some 2 MiB of the range hold no page yet (capacity not used), though the rest is
+        collapsed then (measured: a 1 GiB array split by copy-on-write re-formed in 168 ms)."""
+        if _madvise is None:
+            return False
+        start = -(-self._base // HUGE) * HUGE
+        end = (self._base + self._size) // HUGE * HUGE
+        ok = end > start
+        # in pieces, a pause between: each collapse holds its range's page tables while it copies,
+        # and an engine access to that range waits for it
+        for lo in range(start, end, COLLAPSE_PIECE):
+            ok &= _madvise(lo, min(COLLAPSE_PIECE, end - lo), _MADV_COLLAPSE) == 0
+            time.sleep(COLLAPSE_PAUSE_S)
+        return ok

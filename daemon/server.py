@@ -354,9 +354,21 @@ class Server:
             log.info("checkpoint at seq %d: %s %.1f ms + fork %.1f ms on the engine thread (child %d)",
                      engine.last_seq, "copy-on-write, snapshot in the child," if cow else "snapshot",
                      1e3 * (t_snap - t0), 1e3 * (time.perf_counter() - t_snap), pid)
-            self._ckpt_pool.submit(ckptfork.wait_checkpoint, pid, r).add_done_callback(done)
+            self._ckpt_pool.submit(self._wait_child, pid, r, cow).add_done_callback(done)
         else:
             self._ckpt_pool.submit(write_checkpoint, engine, settings, snap, floor).add_done_callback(done)
+
+    def _wait_child(self, pid: int, r: int, cow: bool):
+        """(checkpoint thread) The child's report; then, if it shared the private book, the huge
+        pages the engine split meanwhile are re-formed (off the GIL), before the next fork."""
+        try:
+            return ckptfork.wait_checkpoint(pid, r)
+        finally:
+            if cow:
+                t0 = time.perf_counter()
+                done = self.engine.book.collapse_huge()
+                log.info("checkpoint: huge pages re-formed in %.0f ms%s", 1e3 * (time.perf_counter() - t0),
+                         "" if done else " (in part at most: unused capacity, or a kernel without MADV_COLLAPSE)")
 
     def _checkpointed(self, fut) -> None:
         self._checkpointing = False

@@ -34,3 +34,24 @@ def test_a_book_outlives_growth_on_its_arrays():
     assert book.a.positions is not before and book.capacity["portfolios"] >= 40
     assert book.a.positions.ctypes.data != before.ctypes.data
     assert book.audit() == []
+
+
+def test_collapse_after_a_fork_keeps_every_byte():
+    """A child shares the mapping, the parent writes (splitting huge pages copy-on-write), the child
+    exits, the parent collapses: the contents are the parent's writes, whatever the kernel grants."""
+    import os
+
+    h = HugeArena({"x": (np.int64, (3 * HUGE // 8,))})  # three huge pages
+    x = h["x"]
+    x[:] = np.arange(len(x))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if x[12345] == 12345 else 1)
+    x[::1000] = -1  # every 8 KB: copy-on-write while the child may still map the pages
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert h.collapse() in (True, False)
+    want = np.arange(len(x))
+    want[::1000] = -1
+    assert np.array_equal(x, want)
+    assert Book(Capacity(portfolios=2, slots=4, instruments=2)).collapse_huge() in (True, False)
