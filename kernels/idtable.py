@@ -50,6 +50,18 @@ def _find_nb(keys, aux, vals, shift, key, a):
     return -1 - i  # not found: -1 - the empty cell where it would go
 
 
+@inline
+def _put_nb(keys, aux, vals, shift, key, a, v):
+    """Write (key, a) -> v into the first empty cell of key's probe sequence."""
+    mask = keys.shape[0] - 1
+    i = _first_nb(key, shift)
+    while vals[i] != EMPTY:
+        i = (i + 1) & mask
+    keys[i] = key
+    aux[i] = a
+    vals[i] = v
+
+
 @kernel
 def idtable_find_nb(keys, aux, vals, shift, qkeys, qaux, out):
     """out[j] = the value of (qkeys[j], qaux[j]), or -1 when the table has none."""
@@ -63,14 +75,8 @@ def idtable_insert_nb(keys, aux, vals, shift, qkeys, qaux, qvals):
     """Add each (qkeys[j], qaux[j]) -> qvals[j] in a new cell, without looking for an equal entry
     (the caller knows they are new, or wants every candidate kept, as the slot index does for
     two ids of one hash). The caller keeps the table at most 3/4 full."""
-    mask = keys.shape[0] - 1
     for j in range(qkeys.shape[0]):
-        i = _first_nb(qkeys[j], shift)
-        while vals[i] != EMPTY:
-            i = (i + 1) & mask
-        keys[i] = qkeys[j]
-        aux[i] = qaux[j]
-        vals[i] = qvals[j]
+        _put_nb(keys, aux, vals, shift, qkeys[j], qaux[j], qvals[j])
 
 
 @kernel
@@ -93,13 +99,6 @@ def idtable_setdefault_nb(keys, aux, vals, shift, qkeys, qaux, qvals, out):
 @kernel
 def idtable_rehash_nb(okeys, oaux, ovals, keys, aux, vals, shift):
     """Move every entry of the old table into the new (empty, larger) one, in the old cells' order."""
-    mask = keys.shape[0] - 1
     for c in range(okeys.shape[0]):
-        if ovals[c] == EMPTY:
-            continue
-        i = _first_nb(okeys[c], shift)
-        while vals[i] != EMPTY:
-            i = (i + 1) & mask
-        keys[i] = okeys[c]
-        aux[i] = oaux[c]
-        vals[i] = ovals[c]
+        if ovals[c] != EMPTY:
+            _put_nb(keys, aux, vals, shift, okeys[c], oaux[c], ovals[c])
