@@ -36,6 +36,16 @@ def _libc_madvise():
 
 
 _madvise = _libc_madvise()
+_THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def thp_allowed() -> bool:
+    """False when the system's THP setting is ``never`` (read at each call: an operator may change it)."""
+    try:
+        with open(_THP) as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return True  # no such file: not Linux, or no THP; madvise then fails and says so
 
 
 def advise_huge(mm: mmap.mmap) -> None:
@@ -77,16 +87,18 @@ class HugeArena:
         re-forms them only slowly: meanwhile the kernels miss the TLB more (ADR 0013) and every
         later fork copies ~512 page-table entries for each split page (ADR 0022). Called by the
         checkpoint thread once the child has exited. Best effort, and contents never change.
-        False when the kernel reported a failure: before 6.1, with THP ``never``, and also when
-        some 2 MiB of the range hold no page yet (capacity not used), though the rest is
-        collapsed then (measured: a 1 GiB array split by copy-on-write re-formed in 168 ms)."""
-        if _madvise is None:
+        MADV_COLLAPSE ignores the THP setting, so it is not asked for under ``never`` (the
+        operator's choice). False then, and when the kernel reported a failure: before 6.1, and
+        also when some 2 MiB of the range hold no page yet (capacity not used), though the rest is
+        collapsed then (measured: a 1 GiB array split by copy-on-write re-formed in 168 ms).
+        Each 2 MiB collapsed holds the process's mmap lock while it copies, so any fault or
+        mmap of the engine meanwhile waits for it: hence the pieces and the pauses."""
+        if _madvise is None or not thp_allowed():
             return False
         start = -(-self._base // HUGE) * HUGE
         end = (self._base + self._size) // HUGE * HUGE
         ok = end > start
-        # in pieces, a pause between: each collapse holds its range's page tables while it copies,
-        # and an engine access to that range waits for it
+        # in pieces, a pause between (see above)
         for lo in range(start, end, COLLAPSE_PIECE):
             ok &= _madvise(lo, min(COLLAPSE_PIECE, end - lo), _MADV_COLLAPSE) == 0
             time.sleep(COLLAPSE_PAUSE_S)

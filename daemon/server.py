@@ -365,10 +365,13 @@ class Server:
             return ckptfork.wait_checkpoint(pid, r)
         finally:
             if cow:
-                t0 = time.perf_counter()
-                done = self.engine.book.collapse_huge()
-                log.info("checkpoint: huge pages re-formed in %.0f ms%s", 1e3 * (time.perf_counter() - t0),
-                         "" if done else " (in part at most: unused capacity, or a kernel without MADV_COLLAPSE)")
+                try:
+                    t0 = time.perf_counter()
+                    done = self.engine.book.collapse_huge()
+                    log.info("checkpoint: huge pages re-formed in %.0f ms%s", 1e3 * (time.perf_counter() - t0),
+                             "" if done else " (in part at most: unused capacity, THP never, or no MADV_COLLAPSE)")
+                except Exception:  # an optimisation: it must not turn a written checkpoint into a failed one
+                    log.exception("checkpoint: re-forming huge pages failed")
 
     def _checkpointed(self, fut) -> None:
         self._checkpointing = False

@@ -265,15 +265,14 @@ def build_book(world: World, open_batch: int = 100_000) -> tuple[Book, dict]:
 
 
 def python_side_bytes(book: Book) -> int:
-    """Rough size of the Book's per-slot Python structures (heads dict, slot_ids list)."""
+    """Rough size of the Book's per-slot structures outside book.a: the id tables (arrays, ADR 0022)
+    and the slot_ids list with its strings (sampled)."""
     sz = sys.getsizeof
-    heads = book.heads
-    total = sz(heads) + sz(book.slot_ids) + sz(book.slot_index)
-    n = len(heads)
-    if n:
-        sample = list(itertools.islice(heads.items(), 2000))
-        per = sum(sz(k) + sz(k[0]) + sz(k[1]) + sz(v) for k, v in sample) / len(sample)
-        total += int(per * n)
+    ids = book.slot_ids
+    total = book.heads.nbytes() + book.slot_index.nbytes() + sz(ids)
+    if ids:
+        sample = ids[:: max(1, len(ids) // 2000)]
+        total += int(sum(map(sz, sample)) / len(sample) * len(ids))
     return total
 
 
@@ -684,7 +683,7 @@ def main(argv=None) -> int:
     F["py_bytes"] = python_side_bytes(book)
     log(f"state {F['state_bytes'] / 2**20:.0f} MiB = {F['bytes_per_slot']:.1f} B/slot ("
         + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in F["state_top"])
-        + f"); Book's Python-side slot maps ~{F['py_bytes'] / 2**20:.0f} MiB = "
+        + f"); Book's slot maps (id tables + slot_ids) ~{F['py_bytes'] / 2**20:.0f} MiB = "
           f"{F['py_bytes'] / n_slots:.0f} B/slot")
 
     c0 = time.perf_counter_ns()
@@ -859,7 +858,7 @@ def report(F: dict, cmd: str, args) -> str:
         f"{C['k_tk1000']:.1f} / {C['k_tk100']:.1f} / {C['d_tk']:.0f}.",
         f"- State: {F['state_bytes'] / 2**20:.0f} MiB in book.a = {F['bytes_per_slot']:.1f} B/slot; largest: "
         + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in F["state_top"])
-        + f". Outside book.a, the Book's Python slot maps (heads dict, slot_ids) hold "
+        + f". Outside book.a, the Book's slot maps (the id tables and slot_ids) hold "
           f"≈{F['py_bytes'] / 2**20:.0f} MiB ≈ {F['py_bytes'] / n_slots:.0f} B/slot.",
         f"- Python GC: a full `gc.collect()` with the main book built takes {F['gc_full_ms']:.0f} ms; "
         f"collections during the timed workloads: {F['gc_timed']}.",

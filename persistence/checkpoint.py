@@ -15,6 +15,7 @@ window, ...: see ``daemon.recovery``).
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import logging
 import os
@@ -57,6 +58,24 @@ def _sync_file_range():
 
 
 _SFR = _sync_file_range()
+#: errors that mean "this file or kernel cannot": the writer falls back to fdatasync
+_SFR_UNSUPPORTED = frozenset((errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP))
+
+
+def _sfr(fd: int, off: int, n: int, flags: int) -> bool:
+    """sync_file_range; False where it is unsupported (fall back to fdatasync). Any other error
+    raises: with the wait flags the kernel reports a writeback error once and clears it, so an
+    fdatasync after a failed wait would return 0 and a damaged checkpoint would pass as durable."""
+    if _SFR is None:
+        return False
+    while _SFR(fd, off, n, flags) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINTR:
+            continue
+        if err in _SFR_UNSUPPORTED:
+            return False
+        raise OSError(err, f"sync_file_range: {os.strerror(err)}")
+    return True
 
 
 class _CrcWriter:
@@ -88,18 +107,21 @@ class _CrcWriter:
         self.f.flush()
         fd, off, n = self.f.fileno(), self.chunk_start, self.pos - self.chunk_start
         self.chunk_start = self.pos
-        if _SFR is None or _SFR(fd, off, n, _SFR_WRITE) != 0:
-            os.fdatasync(fd)  # (an error of sync_file_range itself: the plain way, which raises)
+        if not _sfr(fd, off, n, _SFR_WRITE):
+            os.fdatasync(fd)
             return
         self.started.append((off, n))
         if len(self.started) > SYNC_DEPTH:
             off, n = self.started.pop(0)
-            if _SFR(fd, off, n, _SFR_WAIT) != 0:
+            if not _sfr(fd, off, n, _SFR_WAIT):
                 os.fdatasync(fd)
-            # the chunk is on disk: drop its pages from the cache, so the next chunks reuse them
-            # instead of taking fresh memory (on a VM, a first touch costs ~10 us a page: 2.5 GB of
-            # new cache was seconds of the checkpoint) and a checkpoint does not evict the journal
-            os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
+            try:
+                # the chunk is on disk: drop its pages from the cache, so the next chunks reuse them
+                # instead of taking fresh memory (on a VM, a first touch costs ~10 us a page: 2.5 GB
+                # of new cache was seconds of the checkpoint) and a checkpoint does not evict the journal
+                os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass  # a hint; a file system that refuses it loses nothing
 
     def write_array(self, arr: np.ndarray) -> None:
         """``np.lib.format.write_array``'s bytes (``read_array`` reads them back), without its copies."""

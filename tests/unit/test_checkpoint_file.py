@@ -55,3 +55,44 @@ def test_a_checkpoint_over_many_chunks_reads_back(tmp_path, monkeypatch, sfr):
 def test_an_object_array_is_refused(tmp_path):
     with pytest.raises(ckpt.CheckpointError):
         ckpt.write_checkpoint(str(tmp_path), 1, {"o": np.array([object()])}, b"")
+
+
+class _FakeSfr:
+    """sync_file_range standing in: fails with `err` on call number `at` (once), else succeeds."""
+
+    def __init__(self, err, at=3):
+        self.err, self.at, self.calls = err, at, 0
+
+    def __call__(self, fd, off, n, flags):
+        self.calls += 1
+        return -1 if self.calls == self.at else 0
+
+
+def _with_fake(monkeypatch, err):
+    fake = _FakeSfr(err)
+    monkeypatch.setattr(ckpt, "_SFR", fake)
+    monkeypatch.setattr(ckpt.ctypes, "get_errno", lambda: fake.err)
+    monkeypatch.setattr(ckpt, "SYNC_CHUNK", 64 << 10)
+    monkeypatch.setattr(ckpt, "WRITE_PIECE", 48 << 10)
+    return fake
+
+
+def test_a_writeback_error_fails_the_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    _with_fake(monkeypatch, errno.EIO)  # the third call is a wait: the kernel has cleared the error
+    with pytest.raises(OSError, match="sync_file_range"):
+        ckpt.write_checkpoint(str(tmp_path), 7, _arrays(), b"m")
+    assert ckpt.list_checkpoints(str(tmp_path)) == []  # never renamed into place
+
+
+@pytest.mark.parametrize("err", ["EINVAL", "ENOSYS", "EINTR"])
+def test_unsupported_or_interrupted_writeback_still_writes(tmp_path, monkeypatch, err):
+    import errno
+
+    fake = _with_fake(monkeypatch, getattr(errno, err))  # EINVAL/ENOSYS: fdatasync instead; EINTR: again
+    arrays = _arrays()
+    ckpt.write_checkpoint(str(tmp_path), 8, arrays, b"m")
+    seq, back, _ = ckpt.load_newest(str(tmp_path))
+    assert seq == 8 and all(np.array_equal(back[k], v) for k, v in arrays.items())
+    assert fake.calls > 3
