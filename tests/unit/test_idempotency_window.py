@@ -39,3 +39,30 @@ def test_matches_an_ordered_dict_model(size, ops):
             while len(model) > size:
                 model.popitem(last=False)
         assert list(w.items()) == list(model.items())
+
+
+def test_a_long_run_through_a_small_window_keeps_its_order():
+    """Many times the window's size, in single and bulk puts with re-puts of live keys: the key list
+    drops its dead front along the way (past 4,096 trimmed keys) and the order stays the model's."""
+    import random
+    from collections import OrderedDict
+
+    rng = random.Random(11)
+    w, model, n = IdempotencyWindow(50), OrderedDict(), 0
+    for step in range(3_000):
+        live = list(model)
+        keys = [rng.choice(live) if live and rng.random() < 0.1 else f"k{n + j}" for j in range(rng.randint(1, 12))]
+        n += len(keys)
+        vals = [(step, k) for k in keys]
+        if step % 2:
+            w.put_many(keys, vals)
+        else:
+            for k, v in zip(keys, vals):
+                w.put(k, *v)
+        for k, v in zip(keys, vals):
+            model[k] = v
+            while len(model) > 50:
+                model.popitem(last=False)
+        if step % 100 == 0 or step > 2_990:
+            assert list(w.items()) == list(model.items())
+    assert len(w._order) - w._head == len(w) == 50 and len(w._order) < 50 + 2 * 4_096 + 12
