@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-
+from collections import deque
 from itertools import repeat
 
 import msgspec
@@ -85,6 +85,8 @@ class Engine:
                                  pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir)
         self.codec = Codec()
         self.window = IdempotencyWindow(settings.engine.idempotency_window)
+        self._replayed: deque = deque()   # replay: _Replayed blocks not yet in the window (_flush_replayed)
+        self._replayed_n = 0              # ... and how many keys they hold
         self.perf = PerformanceBook()     # daily returns and their statistics (analytics/performance.py)
         self.max_bytes = settings.transport.max_message_bytes
         self.events_on = settings.engine.events
@@ -214,6 +216,7 @@ class Engine:
                 self.last_recv_ns = max(self.last_recv_ns, rec.recv_ns)
             else:
                 if group:
+                    self._flush_replayed()  # a command's dedupe reads the window: it must be whole
                     self.handle(group, group_ns, replay=True)
                 if runs:
                     self._replay_runs(runs)
@@ -231,10 +234,41 @@ class Engine:
             self.last_seq = rec.seq
             n += 1
         if group:
+            self._flush_replayed()
             self.handle(group, group_ns, replay=True)
         if runs:
             self._replay_runs(runs)
+        self._flush_replayed()
         return n
+
+    def _flush_replayed(self) -> None:
+        """Put the replayed RUN records' keys into the window, newest blocks only: those whose
+        keys, counted from the newest, reach the window's size (``_defer_replayed`` has dropped
+        the rest). The older ones would be trimmed before the replay ends, and putting and
+        trimming ten million keys was half of a 10M replay (py-spy).
+
+        Why skipping them gives the window the puts would: the live engine journals a command
+        only when its key is not in its window, so no replayed key is in the window when put, and
+        each put appends; the newest ``size`` keys are then all that is left, whatever came
+        before. The kept blocks still go through ``put_many``, which checks their keys. The one
+        case it cannot see is a window made larger across a restart, in which a key journaled
+        twice, further apart than the old size, could be put while still held; the window would
+        then hold the same keys, in a different order at its oldest end (ADR 0021)."""
+        blocks, self._replayed, self._replayed_n = self._replayed, deque(), 0
+        put_many = self.window.put_many
+        for block in blocks:
+            put_many(block.keys, repeat(block))
+
+    def _defer_replayed(self, block: "_Replayed") -> None:
+        """Hold a block for ``_flush_replayed``, dropping the oldest held ones as soon as the newer
+        ones reach the window's size without them (so a replay holds no more than a window's worth
+        of runs: the blocks keep their run's arrays for rebuilding replies)."""
+        held = self._replayed
+        held.append(block)
+        self._replayed_n += len(block.keys)
+        size = self.window.size
+        while self._replayed_n - len(held[0].keys) >= size:
+            self._replayed_n -= len(held.popleft().keys)
 
     def _replay_runs(self, decoded: list) -> None:
         """RUN records (decoded; consecutive, one day) applied as one run; their commands enter the
@@ -251,11 +285,9 @@ class Engine:
             kind, portfolio, slot, qty, price, fee, ts, pre = (np.concatenate(x) for x in zip(*parts))
         run = self._apply_run(kind, portfolio, slot, qty, price, fee, ts, pre)
         base = 0
-        put_many = self.window.put_many
         for (_, _, _, cmds), cols in zip(decoded, parts):
-            if cmds:
-                block = _Replayed(run, base, cmds)
-                put_many(block.keys, repeat(block))
+            if cmds:  # into the window at the next _flush_replayed
+                self._defer_replayed(_Replayed(run, base, cmds))
             base += len(cols[0])
 
     def _encode(self, reply, is_json: bool) -> bytes:

@@ -192,3 +192,54 @@ def test_a_column_row_naming_a_slot_a_later_record_allocates_stays_rejected(tmp_
     rec, _ = open_engine(_settings(tmp_path))
     _check(e, sent, rec)
     rec.journal.close()
+
+
+def _window(e):
+    return [(k, v[0]) for k, v in e.window.items()]
+
+
+def test_replay_leaves_the_window_the_live_engine_had(tmp_path, monkeypatch):
+    """A window far smaller than the replay, RUN records between cash-flow COMMAND records (whose
+    dedupe reads the window mid-replay), retries of keys still held (answered, not journaled) and of
+    keys long forgotten (applied and journaled again): the recovered window holds the live one's keys,
+    digests and order, as does a replay that puts every record's keys as it goes."""
+    size = 7
+    rng = np.random.default_rng(17)
+    e, _ = open_engine(_settings(tmp_path, **{"engine.idempotency_window": size}))
+    slots, pfs = _setup(e, T0)
+    ns, n, sent_keys = T0, 0, []
+    for batch in range(60):
+        ns += 1_000_000
+        frames = []
+        for _ in range(int(rng.integers(1, 6))):
+            r = rng.random()
+            if sent_keys and r < 0.15:  # a retry: of a recent key (held) or an old one (forgotten)
+                key = sent_keys[-1] if rng.random() < 0.5 else sent_keys[int(rng.integers(0, len(sent_keys)))]
+            else:
+                n += 1
+                key = f"k{n}"
+                sent_keys.append(key)
+            if int(key[1:]) % 4 == 0:
+                c = m.CashFlowRequest(key, key, "P1", 10.0, "USD", "DEPOSIT")
+            else:
+                c = m.PositionUpdateRequest(key, "P1", f"x{int(key[1:]) % 3}", "AAPL", 1.0, 100.0, "BUY")
+            frames.append(([b""], ENC(c)))
+        e.handle(frames, ns)
+    for _ in range(20):  # a tail of RUN records only, one key each
+        ns += 1_000_000
+        n += 1
+        e.handle([([b""], ENC(m.PositionUpdateRequest(f"k{n}", "P1", "x1", "AAPL", 1.0, 100.0, "BUY")))], ns)
+    live = _window(e)
+    assert len(live) == size
+    e.journal.sync()
+    e.journal.close()
+    rec, _ = open_engine(_settings(tmp_path, **{"engine.idempotency_window": size}))
+    assert _window(rec) == live
+    assert np.array_equal(rec.book.a.positions.view(np.uint8), e.book.a.positions.view(np.uint8))
+    rec.journal.close()
+    # the same replay putting each record's keys at once (before _flush_replayed) agrees
+    monkeypatch.setattr(engine_mod.Engine, "_defer_replayed",
+                        lambda self, block: self.window.put_many(block.keys, [block] * len(block.keys)))
+    eager, _ = open_engine(_settings(tmp_path, **{"engine.idempotency_window": size}))
+    assert _window(eager) == live
+    eager.journal.close()
