@@ -86,7 +86,9 @@ class Engine:
         self.codec = Codec()
         self.window = IdempotencyWindow(settings.engine.idempotency_window)
         self._replayed: deque = deque()   # replay: _Replayed blocks not yet in the window (_flush_replayed)
-        self._replayed_n = 0              # ... and how many keys they hold
+        self._replayed_n = 0              # ... how many keys they hold
+        self._held: set = set()           # ... which keys
+        self._s0_left = self.window.size  # ... and how many more are checked against the window itself
         self.perf = PerformanceBook()     # daily returns and their statistics (analytics/performance.py)
         self.max_bytes = settings.transport.max_message_bytes
         self.events_on = settings.engine.events
@@ -242,33 +244,51 @@ class Engine:
         return n
 
     def _flush_replayed(self) -> None:
-        """Put the replayed RUN records' keys into the window, newest blocks only: those whose
-        keys, counted from the newest, reach the window's size (``_defer_replayed`` has dropped
-        the rest). The older ones would be trimmed before the replay ends, and putting and
-        trimming ten million keys was half of a 10M replay (py-spy).
+        """Put the held RUN records' keys into the window (before a COMMAND record, whose dedupe
+        reads the window, and at the end of a replay), and start a new holding period.
 
-        Why skipping them gives the window the puts would: the live engine journals a command
-        only when its key is not in its window, so no replayed key is in the window when put, and
-        each put appends; the newest ``size`` keys are then all that is left, whatever came
-        before. The kept blocks still go through ``put_many``, which checks their keys. The one
-        case it cannot see is a window made larger across a restart, in which a key journaled
-        twice, further apart than the old size, could be put while still held; the window would
-        then hold the same keys, in a different order at its oldest end (ADR 0021)."""
-        blocks, self._replayed, self._replayed_n = self._replayed, deque(), 0
-        put_many = self.window.put_many
+        ``_defer_replayed`` drops held blocks once newer ones cover the window's size, and only
+        while every key so far was provably new when put: then each put would have appended, the
+        newest ``size`` keys are all a window keeps, and the dropped keys would have been trimmed
+        before the end. Putting and trimming ten million keys was half of a 10M replay (py-spy).
+        A key that is not provably new (journaled twice within a window's span: a batch that
+        failed after its record was written, or a window made larger across a restart) ends the
+        period: what is held is put, and that block too, one by one as ever (ADR 0021)."""
+        blocks, window = self._replayed, self.window
+        if self._s0_left <= 0:
+            # the period put at least ``size`` keys, each new: none of the window it found is left
+            window.clear()
+        self._replayed, self._replayed_n, self._held = deque(), 0, set()
+        self._s0_left = window.size
+        put_many = window.put_many
         for block in blocks:
             put_many(block.keys, repeat(block))
 
     def _defer_replayed(self, block: "_Replayed") -> None:
-        """Hold a block for ``_flush_replayed``, dropping the oldest held ones as soon as the newer
-        ones reach the window's size without them (so a replay holds no more than a window's worth
-        of runs: the blocks keep their run's arrays for rebuilding replies)."""
-        held = self._replayed
-        held.append(block)
-        self._replayed_n += len(block.keys)
+        """Hold a block for ``_flush_replayed``; see there. ``_held`` has the keys of the held blocks
+        (always the newest ``size`` keys at least, since a block is dropped only when the newer
+        ones cover the size); ``_s0_left`` counts the period's first ``size`` keys, which are also
+        checked against the window as the period found it."""
+        keys, held = block.keys, self._held
+        n0 = len(held)
+        held.update(keys)
+        new = len(held) - n0 == len(keys)
+        if new and self._s0_left > 0:
+            new = self.window._d.keys().isdisjoint(keys)
+        if new:
+            self._s0_left -= len(keys)
+        if not new:
+            self._flush_replayed()
+            self.window.put_many(keys, repeat(block))
+            return
+        blocks = self._replayed
+        blocks.append(block)
+        self._replayed_n += len(keys)
         size = self.window.size
-        while self._replayed_n - len(held[0].keys) >= size:
-            self._replayed_n -= len(held.popleft().keys)
+        while len(blocks) > 1 and self._replayed_n - len(blocks[0].keys) >= size:
+            old = blocks.popleft().keys
+            self._replayed_n -= len(old)
+            held.difference_update(old)
 
     def _replay_runs(self, decoded: list) -> None:
         """RUN records (decoded; consecutive, one day) applied as one run; their commands enter the

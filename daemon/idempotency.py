@@ -93,6 +93,11 @@ class IdempotencyWindow:
             h = 0
         self._head = h
 
+    def clear(self) -> None:
+        self._d.clear()
+        self._order.clear()
+        self._head = 0
+
     def __len__(self) -> int:
         return len(self._d)
 
