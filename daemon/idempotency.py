@@ -87,9 +87,12 @@ class IdempotencyWindow:
         if n <= 0:
             return
         deque(map(d.__delitem__, order[h:h + n]), maxlen=0)
+        # and out of the list now, so that each trim frees its own keys: freeing a million at the
+        # next compaction stalled one put for 20 ms (found in review)
+        order[h:h + n] = [None] * n
         h += n
-        if h > 4096 and 2 * h > len(order):
-            del order[:h]
+        if h > 4096 and 2 * h > len(order):  # moves the live keys' pointers: ~7 ms per million puts
+            del order[:h]                      # at a window of 1M (a dict resize there takes ~60)
             h = 0
         self._head = h
 
