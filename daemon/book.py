@@ -551,7 +551,7 @@ class Book:
         book.slot_index.rebuild(pos["portfolio"])
         book.heads = HeadIndex()
         if "heads" in meta:  # checkpoints written before the map was derived
-            book.heads.rebuild(*(np.array(c, np.int64) for c in zip(*meta["heads"])) if meta["heads"] else ([], [], []))
+            book.heads.rebuild(*np.array(meta["heads"], np.int64).reshape(-1, 3).T)  # [[p, k, slot], ...]
         else:
             h = np.flatnonzero(pos["head"] == np.arange(n))
             book.heads.rebuild(pos["portfolio"][h], pos["instrument"][h], h)

@@ -85,10 +85,7 @@ class Engine:
                                  pivot=bc.pivot_currency, shm_name=bc.shm_name or None, shm_dir=bc.shm_dir)
         self.codec = Codec()
         self.window = IdempotencyWindow(settings.engine.idempotency_window)
-        self._replayed: deque = deque()   # replay: _Replayed blocks not yet in the window (_flush_replayed)
-        self._replayed_n = 0              # ... how many keys they hold
-        self._held: set = set()           # ... which keys
-        self._s0_left = self.window.size  # ... and how many more are checked against the window itself
+        self._new_hold_period()           # replay: RUN records' keys held from the window (_flush_replayed)
         self.perf = PerformanceBook()     # daily returns and their statistics (analytics/performance.py)
         self.max_bytes = settings.transport.max_message_bytes
         self.events_on = settings.engine.events
@@ -258,11 +255,16 @@ class Engine:
         if self._s0_left <= 0:
             # the period put at least ``size`` keys, each new: none of the window it found is left
             window.clear()
-        self._replayed, self._replayed_n, self._held = deque(), 0, set()
-        self._s0_left = window.size
+        self._new_hold_period()
         put_many = window.put_many
         for block in blocks:
             put_many(block.keys, repeat(block))
+
+    def _new_hold_period(self) -> None:
+        self._replayed: deque = deque()   # _Replayed blocks not yet in the window
+        self._replayed_n = 0              # how many keys they hold
+        self._held: set = set()           # which keys
+        self._s0_left = self.window.size  # how many more keys are checked against the window itself
 
     def _defer_replayed(self, block: "_Replayed") -> None:
         """Hold a block for ``_flush_replayed``; see there. ``_held`` has the keys of the held blocks
@@ -274,7 +276,7 @@ class Engine:
         held.update(keys)
         new = len(held) - n0 == len(keys)
         if new and self._s0_left > 0:
-            new = self.window._d.keys().isdisjoint(keys)
+            new = self.window.holds_none(keys)
         if new:
             self._s0_left -= len(keys)
         if not new:

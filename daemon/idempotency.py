@@ -68,7 +68,7 @@ class IdempotencyWindow:
         ``values``: (digest, reply) pairs, or objects with ``entry(key)`` (see the module)."""
         d = self._d
         keys = keys if isinstance(keys, (list, tuple)) else list(keys)
-        if len(set(keys)) == len(keys) and d.keys().isdisjoint(keys):  # all new (the usual case), in C
+        if len(set(keys)) == len(keys) and self.holds_none(keys):  # all new (the usual case), in C
             d.update(zip(keys, values))
             self._order.extend(keys)
             if len(d) > self.size:
@@ -84,6 +84,10 @@ class IdempotencyWindow:
         n = len(self._d) - self.size
         if n > 0:
             deque(map(self._d.__delitem__, starmap(self._order.popleft, repeat((), n))), maxlen=0)
+
+    def holds_none(self, keys) -> bool:
+        """No key of ``keys`` is in the window (checked in C)."""
+        return self._d.keys().isdisjoint(keys)
 
     def clear(self) -> None:
         self._d.clear()

@@ -98,7 +98,7 @@ class SlotIndex:
         p, pid = key
         t = self.t
         k, a, v, ids, mask = t._k, t._a, t._v, self.ids, t.mask
-        i = ((h & _M64) * GOLDEN & _M64) >> t.shift  # _Table.first, inlined: this is the single-update path
+        i = t.first(h)
         while (s := v[i]) != EMPTY:
             if k[i] == h and a[i] == p and ids[s] == pid:
                 return s

@@ -246,3 +246,16 @@ def test_slots_in_bulk_give_what_one_call_per_row_gives():
         assert np.array_equal(bulk.a.positions.view(np.uint8), one.a.positions.view(np.uint8))
         assert dict(bulk.slot_index.items()) == dict(one.slot_index.items()) and bulk.slot_ids == one.slot_ids
         assert bulk.alloc_log == one.alloc_log
+
+
+def test_a_checkpoint_that_lists_its_heads_restores_them():
+    """Checkpoints written before the head map was derived carry it as [[portfolio, instrument, slot]]."""
+    b = make_book()
+    for pos, inst in (("a", "AAPL"), ("b", "AAPL"), ("c", "MSFT")):
+        trade(b, "P0", pos, inst, TradeKind.BUY, 1, 100.0)
+    arrays, meta = b.export_state()
+    want = dict(b.heads.items())
+    assert len(want) == 2
+    for listed in ([[p, k, s] for (p, k), s in want.items()], []):
+        again = Book.from_state(arrays, {**meta, "heads": listed})
+        assert dict(again.heads.items()) == (want if listed else {})

@@ -315,15 +315,13 @@ class _Block:
 def test_held_blocks_give_the_window_that_putting_each_gives(size, start, steps):
     """The holding logic alone, against putting every block at once: any window size, a window
     that starts full of keys, keys repeated within and across blocks, flushes at any point."""
-    from collections import deque
-
     from portfolio_state.daemon.idempotency import IdempotencyWindow
 
     e = engine_mod.Engine.__new__(engine_mod.Engine)
     e.window, ref = IdempotencyWindow(size), IdempotencyWindow(size)
     for w in (e.window, ref):
         w.put_many(list(start), [(0, "s")] * len(start))
-    e._replayed, e._replayed_n, e._held, e._s0_left = deque(), 0, set(), size  # as after __init__
+    e._new_hold_period()  # as in __init__
     for step in steps:
         if step == "flush":
             e._flush_replayed()
