@@ -45,8 +45,9 @@ from portfolio_state.persistence import syncthread
 from portfolio_state.persistence.journal import JournalError
 from portfolio_state.transport.frames import readable, recv_message, send_message
 
-from . import ckptfork
+from . import ckptfork, hugepages
 from .config import Settings
+from .cowreserve import CowReserve, reserve_bytes
 from .engine import Engine
 
 log = logging.getLogger("pstate.server")
@@ -81,6 +82,7 @@ class Server:
         self._quiesce: list = []               # callbacks waiting for "everything applied is durable"
         self._checkpointing = False
         self._ckpt_arrays: dict | None = None  # the last snapshot's arrays, reused by the next
+        self._reserve: CowReserve | None = None  # freed before a forked checkpoint (ADR 0023)
         self.exit_code = 0
         self.ctx = zmq.Context()
         self.auth = None
@@ -293,7 +295,7 @@ class Server:
         if self._stopped is None or self._stopped.done():
             return
         if not self._checkpointing:
-            self._when_durable(self._checkpoint_now)
+            self._checkpoint_soon()
         asyncio.get_running_loop().call_later(self.settings.journal.checkpoint_interval_s, self._checkpoint_due)
 
     def _cow_checkpoints(self) -> bool:
@@ -308,7 +310,37 @@ class Server:
             log.info("SIGUSR1: a checkpoint is being written already")
         else:
             log.info("SIGUSR1: checkpoint asked")
+            self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """A checkpoint once everything applied is durable; before a forked one, the copy-on-write
+        reserve is freed on the checkpoint thread (ADR 0023), so its pages are there for the copies."""
+        res = self._reserve
+        if res is None or not res.held:
             self._when_durable(self._checkpoint_now)
+            return
+        loop = asyncio.get_running_loop()
+
+        def freed(_f):
+            try:
+                loop.call_soon_threadsafe(self._when_durable, self._checkpoint_now)
+            except RuntimeError:  # the loop has closed: the daemon is gone
+                pass
+
+        self._ckpt_pool.submit(res.release).add_done_callback(freed)
+
+    def _fill_reserve(self) -> None:
+        """(checkpoint thread) Fault the copy-on-write reserve in again (ADR 0023)."""
+        if self._reserve is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._reserve.fill()
+        except Exception:  # an optimisation: a failure leaves the reserve empty, nothing else
+            log.exception("checkpoint: filling the copy-on-write reserve failed")
+            return
+        log.info("checkpoint: copy-on-write reserve of %d MiB filled in %.0f ms", self._reserve.nbytes >> 20,
+                 1e3 * (time.perf_counter() - t0))
 
     def _checkpoint_now(self) -> None:
         from .recovery import snapshot, write_checkpoint
@@ -333,8 +365,9 @@ class Server:
             loop.call_soon_threadsafe(self._checkpointed, f)
 
         def job():  # in the child
-            if cow:
-                return write_checkpoint(engine, settings, snapshot(engine, copy=False), floor)
+            if cow:  # the child gives back each piece of the book once written (ADR 0023)
+                return write_checkpoint(engine, settings, snapshot(engine, copy=False), floor,
+                                        release=hugepages.release_pages)
             seq, arrays, meta = snap
             return write_checkpoint(engine, settings, (seq, arrays, {**meta, "window": engine.window.raw_items()}),
                                     floor)
@@ -360,7 +393,8 @@ class Server:
 
     def _wait_child(self, pid: int, r: int, cow: bool):
         """(checkpoint thread) The child's report; then, if it shared the private book, the huge
-        pages the engine split meanwhile are re-formed (off the GIL), before the next fork."""
+        pages the engine split meanwhile are re-formed (off the GIL), before the next fork, and
+        the copy-on-write reserve is filled again from what the child's exit freed."""
         try:
             return ckptfork.wait_checkpoint(pid, r)
         finally:
@@ -372,6 +406,7 @@ class Server:
                              "" if done else " (in part at most: unused capacity, THP never, or no MADV_COLLAPSE)")
                 except Exception:  # an optimisation: it must not turn a written checkpoint into a failed one
                     log.exception("checkpoint: re-forming huge pages failed")
+                self._fill_reserve()
 
     def _checkpointed(self, fut) -> None:
         self._checkpointing = False
@@ -380,8 +415,20 @@ class Server:
         except Exception:
             log.exception("checkpoint failed; the journal still holds everything")
             return
-        if oldest_kept:
-            self.journal.retire_before(oldest_kept + 1)
+        if oldest_kept:  # on the checkpoint thread: after the first checkpoint of a big build that is
+            # dozens of 64 MiB files and a directory fsync, which held the engine ~150 ms (ADR 0023)
+            self._ckpt_pool.submit(self._retire, oldest_kept + 1)
+
+    def _retire(self, seq: int) -> None:
+        """(checkpoint thread) Delete the journal segments a kept checkpoint covers. The writer on
+        the engine thread only ever adds the newest segment, which is never one of them."""
+        try:
+            n = self.journal.retire_before(seq)
+        except OSError:
+            log.exception("checkpoint: deleting old journal segments failed; they stay on disk")
+            return
+        if n:
+            log.info("checkpoint: %d journal segments before seq %d deleted", n, seq)
 
     # --------------------------------------------------------------- write-behind
     def _durable_seq(self) -> int:
@@ -531,6 +578,10 @@ class Server:
             self.engine.appended_hook = self._start_sync
         if self.fsync == "interval":
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
+        mb = self.settings.journal.checkpoint_cow_reserve_mb
+        if self.journal is not None and mb != 0 and self._cow_checkpoints():
+            self._reserve = CowReserve(reserve_bytes(mb, sum(a.nbytes for a in self.engine.book.a)))
+            self._ckpt_pool.submit(self._fill_reserve)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
             if not self._cow_checkpoints():
                 # the snapshot's buffers, faulted in now while idle: the first checkpoint under load
@@ -604,6 +655,8 @@ class Server:
             self._syncer = None
         self._sync_pool.shutdown(wait=True)
         self._ckpt_pool.shutdown(wait=True)
+        if self._reserve is not None:
+            self._reserve.close()
         if self.journal is not None:
             self.journal.close()
         for _, s in self.feeds:

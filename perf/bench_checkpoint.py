@@ -38,11 +38,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sweep as sw
 import targets as tg
 import workload as wl
+from loadgen import TIMELINE_NS
 from results import Terminated, log, machine, on_sigterm, stamp, write_section
 
 SECTION = "## Checkpoint under load (perf/bench_checkpoint.py)"
 STALL = re.compile(r"checkpoint at seq (\d+): (.*?)([\d.]+) ms \+ fork ([\d.]+) ms")
-WRITTEN = re.compile(r"checkpoint \S+\.ckpt \(seq (\d+)\) in ([\d.]+)s")
+REFORMED = re.compile(r"checkpoint: huge pages re-formed in ([\d.]+) ms")
+WRITTEN = re.compile(r"checkpoint \S+\.ckpt \(seq (\d+)\) in ([\d.]+)s(?: \(meta ([\d.]+)s (?:before it|of it); (\d+) page faults)?")
 
 
 def huge_kb(pid: int) -> int:
@@ -68,6 +70,12 @@ def wait_written(server, n: int, timeout: float) -> bool:
     return False
 
 
+def stalls_line(timeline, over_us: int = 10_000) -> str:
+    """'1.0 s 28 ms, 1.1 s 12 ms': the buckets of a step's timeline whose worst frame waited over over_us."""
+    hits = [f"{i * TIMELINE_NS / 1e9:.1f} s {v / 1000:,.0f} ms" for i, v in enumerate(timeline) if v > over_us]
+    return ", ".join(hits) or "none"
+
+
 def run(args, daemon_cmd: list[str], tmp: str) -> dict:
     n_pf, n_pos = (int(x) for x in args.books.split("x"))
     book = wl.make_book(n_pf, n_pos, 5000 if n_pos > 100 else max(200, 2 * n_pos), np.random.default_rng(tg.SEED),
@@ -90,6 +98,9 @@ def run(args, daemon_cmd: list[str], tmp: str) -> dict:
         for k in range(args.reps):
             quiet = sw.measure(target, name, args.rate, args.seconds, 10.0)
             n_before = len(WRITTEN.findall(server.output()))
+            t_step = time.time() + 0.1
+            log(f"        (the step with a checkpoint starts at {time.strftime('%H:%M:%S', time.localtime(t_step))}"
+                f"{f'{t_step % 1:.3f}'[1:]} by the daemon's clock, 0.1 s after this line)")
             timer = threading.Timer(1.0, os.kill, (server.pid, signal.SIGUSR1))
             timer.start()
             ckpt = sw.measure(target, name, args.rate, args.seconds, 10.0)
@@ -100,14 +111,21 @@ def run(args, daemon_cmd: list[str], tmp: str) -> dict:
             writes = WRITTEN.findall(server.output())
             _, how, snap_ms, fork_ms = stalls[-1]
             pair = {"quiet": quiet, "ckpt": ckpt, "how": how.strip(" ,"), "snapshot_ms": float(snap_ms),
-                    "fork_ms": float(fork_ms), "write_s": float(writes[-1][1]), "huge_kb": huge_kb(server.pid)}
+                    "fork_ms": float(fork_ms), "write_s": float(writes[-1][1]), "huge_kb": huge_kb(server.pid),
+                    "meta_s": float(writes[-1][2] or "nan"), "child_faults": int(writes[-1][3] or -1)}
             rec["pairs"].append(pair)
             log(f"pair {k + 1}: quiet {sw.line(quiet)}")
             log(f"        ckpt  {sw.line(ckpt)}")
+            log(f"        stalls (worst latency of the frames due in each 100 ms, where over 10 ms): "
+                f"{stalls_line(ckpt['timeline'])}")
             log(f"        engine thread: snapshot {pair['snapshot_ms']:.1f} ms + fork {pair['fork_ms']:.1f} ms "
-                f"({pair['how'] or 'copied'}); written in {pair['write_s']:.2f} s; AnonHugePages "
-                f"{pair['huge_kb'] / 1024:,.0f} MiB")
+                f"({pair['how'] or 'copied'}); written in {pair['write_s']:.2f} s ({pair['meta_s']:.2f} s of meta), "
+                f"{pair['child_faults']:,} page faults in the writer; AnonHugePages "
+                f"{pair['huge_kb'] / 1024:,.0f} MiB; re-formed in {(REFORMED.findall(server.output()) or ['?'])[-1]} ms")
         rec["rss_mib"] = server.ps.memory_info().rss / 2**20  # the daemon alone
+        if args.daemon_log:
+            with open(args.daemon_log, "w") as f:
+                f.write(server.output())
     finally:
         target.stop()
     return rec
@@ -154,6 +172,7 @@ def main(argv=None) -> int:
                     "-m portfolio_state.daemon.cli)")
     ap.add_argument("--quick", action="store_true", help="a 100 x 50 book, 5,000 updates/s, one pair of 2 s steps "
                     "(proves the benchmark runs)")
+    ap.add_argument("--daemon-log", metavar="PATH", help="keep the daemon's log there (to match its lines with the stalls)")
     ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md untouched")
     args = ap.parse_args(argv)
     if args.quick:

@@ -303,8 +303,22 @@ def _run(kind, sock, conn, frames, updates, extra, widx, nworkers, step, t0, per
         sampled = n
     done_updates = int(updates[(widx + idx * nworkers) % nt].sum()) if len(idx) else 0
     return {"hist": histogram(lat).encode(), "lag": histogram(lag).encode(), "frames": n, "done": len(idx),
+            "timeline": timeline(lat, (widx + np.asarray(idx, np.int64) * nworkers) * period, n_total * period),
             "lost": lost, "updates": done_updates, "last": last, "cpu": _cpu() - c0, "errors": errors,
             "sampled": sampled}
+
+
+TIMELINE_NS = 100_000_000  # one bucket of a step's timeline: 100 ms of intended send times
+
+
+def timeline(lat_ns, sent_ns, span_ns: int) -> list[int]:
+    """The worst latency (µs) of the frames due in each TIMELINE_NS of the step: where in the
+    step a stall was (a checkpoint's fork, its copy-on-write, a flush). -1 where none replied."""
+    out = np.full(-(-span_ns // TIMELINE_NS), -1, np.int64)
+    if len(lat_ns):
+        np.maximum.at(out, np.minimum(np.asarray(sent_ns) // TIMELINE_NS, len(out) - 1),
+                      np.asarray(lat_ns, np.int64) // 1000)
+    return out.tolist()
 
 
 # ---------------------------------------------------------------- parent side
@@ -323,6 +337,7 @@ class StepResult:
     errors: int
     sampled: int
     wall: float
+    timeline: np.ndarray    # worst latency (µs) of the frames due in each TIMELINE_NS; -1: none replied
 
     def pct(self, q: float) -> float:
         return float(self.hist.get_value_at_percentile(q)) if self.hist.get_total_count() else float("nan")
@@ -391,7 +406,8 @@ class LoadGen:
                           frames=sum(r["frames"] for r in res), done=sum(r["done"] for r in res),
                           lost=sum(r["lost"] for r in res), updates=updates,
                           achieved=updates / max((last - t0) / 1e9, seconds), client_cpu=sum(r["cpu"] for r in res) / wall,
-                          errors=sum(r["errors"] for r in res), sampled=sum(r["sampled"] for r in res), wall=wall)
+                          errors=sum(r["errors"] for r in res), sampled=sum(r["sampled"] for r in res), wall=wall,
+                          timeline=np.max([r["timeline"] for r in res], axis=0))
 
     def close(self) -> None:
         for a in self.pipes:

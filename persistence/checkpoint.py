@@ -6,8 +6,10 @@ Runs on: the checkpoint writer (a forked child or the checkpoint thread) and sta
 Imports: numpy, stdlib, crc32c.
 
 File ``{seq:020d}.ckpt``:
-    b"PSTCKPT1" | u64 seq | u32 len(meta) | meta | u32 n | n x (u16 len(name) | name | .npy bytes) | u32 crc32c
-The CRC covers everything before it. Written as ``.tmp``, fsynced, renamed,
+    b"PSTCKPT2" | u64 seq | u32 n | n x (u16 len(name) | name | .npy bytes) | u64 len(meta) | meta | u32 crc32c
+The CRC covers everything before it. The arrays come first so that a forked writer can give the
+book's memory back before it spends time on the meta (ADR 0023); ``PSTCKPT1`` files, with the
+meta first (``u32 len(meta) | meta`` after the seq), are still read. Written as ``.tmp``, fsynced, renamed,
 and the directory fsynced: a crash leaves either the old set or the new one.
 ``meta`` is opaque bytes to this module (the book's id maps, the idempotency
 window, ...: see ``daemon.recovery``).
@@ -20,12 +22,14 @@ import io
 import logging
 import os
 import struct
+from collections.abc import Callable
 
 import numpy as np
 from crc32c import crc32c
 
 log = logging.getLogger("pstate.checkpoint")
-MAGIC = b"PSTCKPT1"
+MAGIC = b"PSTCKPT2"
+MAGIC_V1 = b"PSTCKPT1"
 
 
 class CheckpointError(RuntimeError):
@@ -123,8 +127,10 @@ class _CrcWriter:
             except OSError:
                 pass  # a hint; a file system that refuses it loses nothing
 
-    def write_array(self, arr: np.ndarray) -> None:
-        """``np.lib.format.write_array``'s bytes (``read_array`` reads them back), without its copies."""
+    def write_array(self, arr: np.ndarray, release: Callable[[int, int], None] | None = None) -> None:
+        """``np.lib.format.write_array``'s bytes (``read_array`` reads them back), without its copies.
+        ``release(address, nbytes)``, when given, is called on each piece once it is in the file
+        (cut at addresses that are multiples of WRITE_PIECE, so whole huge pages go together)."""
         arr = np.ascontiguousarray(arr)
         if arr.dtype.hasobject:
             raise CheckpointError("object arrays are not written")
@@ -133,22 +139,42 @@ class _CrcWriter:
             np.lib.format.write_array_header_1_0(self, header)
         except ValueError:  # a header over 64 KiB
             np.lib.format.write_array_header_2_0(self, header)
-        self.write(arr.reshape(-1).view(np.uint8).data)
+        data = arr.reshape(-1).view(np.uint8)
+        if release is None or not data.nbytes:
+            self.write(data.data)
+            return
+        addr, n = data.ctypes.data, data.nbytes
+        lo = 0
+        while lo < n:
+            hi = min(n, (addr + lo) // WRITE_PIECE * WRITE_PIECE + WRITE_PIECE - addr)
+            self.write(data[lo:hi].data)
+            release(addr + lo, hi - lo)
+            lo = hi
 
 
-def write_checkpoint(directory: str, seq: int, arrays: dict[str, np.ndarray], meta: bytes) -> str:
+def write_checkpoint(directory: str, seq: int, arrays: dict[str, np.ndarray], meta: bytes | Callable[[], bytes],
+                     release: Callable[[int, int], None] | None = None) -> str:
+    """Write the checkpoint file; returns its path. ``meta`` may be a function, called once the
+    arrays are in the file. ``release(address, nbytes)`` is called on each piece of an array once
+    it is in the file, except where a later array may share its memory (a forked writer gives
+    its pages back as it goes: daemon/ckptfork.py); nothing may read a released array after."""
     os.makedirs(directory, exist_ok=True)
+    items = list(arrays.items())
+    last_use = [release if release is not None and not any(np.may_share_memory(a, b) for _, b in items[i + 1:])
+                else None for i, (_, a) in enumerate(items)]
     final = os.path.join(directory, f"{seq:020d}.ckpt")
     tmp = final + ".tmp"
     with open(tmp, "wb") as f:
         w = _CrcWriter(f)
-        w.write(MAGIC + struct.pack("<QI", seq, len(meta)))
-        w.write(meta)
-        w.write(struct.pack("<I", len(arrays)))
-        for name, arr in arrays.items():
+        w.write(MAGIC + struct.pack("<QI", seq, len(arrays)))
+        for (name, arr), rel in zip(items, last_use):
             nb = name.encode()
             w.write(struct.pack("<H", len(nb)) + nb)
-            w.write_array(arr)
+            w.write_array(arr, rel)
+        if callable(meta):
+            meta = meta()
+        w.write(struct.pack("<Q", len(meta)))
+        w.write(meta)
         f.write(struct.pack("<I", w.crc))
         f.flush()
         os.fsync(f.fileno())
@@ -171,23 +197,32 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
 def load_checkpoint(path: str) -> tuple[int, dict[str, np.ndarray], bytes]:
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < len(MAGIC) + 16 or data[:8] != MAGIC:
+    if len(data) < len(MAGIC) + 16 or data[:8] not in (MAGIC, MAGIC_V1):
         raise CheckpointError(f"{path}: not a checkpoint")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if crc32c(memoryview(data)[:-4]) != crc:
         raise CheckpointError(f"{path}: CRC32C mismatch")
-    seq, meta_len = struct.unpack_from("<QI", data, 8)
-    off = 20
-    meta = data[off:off + meta_len]
-    off += meta_len
-    (n,) = struct.unpack_from("<I", data, off)
+    v1 = data[:8] == MAGIC_V1
+    seq, first = struct.unpack_from("<QI", data, 8)
     buf = io.BytesIO(data)
-    buf.seek(off + 4)
+    if v1:  # the meta, then the arrays
+        meta = data[20:20 + first]
+        buf.seek(20 + first)
+        (n,) = struct.unpack("<I", buf.read(4))
+    else:
+        n = first
+        buf.seek(20)
     arrays = {}
     for _ in range(n):
         (ln,) = struct.unpack("<H", buf.read(2))
         name = buf.read(ln).decode()
         arrays[name] = np.lib.format.read_array(buf, allow_pickle=False)
+    if not v1:
+        (meta_len,) = struct.unpack("<Q", buf.read(8))
+        off = buf.tell()
+        if off + meta_len != len(data) - 4:
+            raise CheckpointError(f"{path}: the meta's length does not reach the CRC")
+        meta = data[off:off + meta_len]
     return seq, arrays, meta
 
 

@@ -96,3 +96,91 @@ def test_unsupported_or_interrupted_writeback_still_writes(tmp_path, monkeypatch
     seq, back, _ = ckpt.load_newest(str(tmp_path))
     assert seq == 8 and all(np.array_equal(back[k], v) for k, v in arrays.items())
     assert fake.calls > 3
+
+
+def test_release_follows_each_piece_and_spares_shared_memory(tmp_path, monkeypatch):
+    """``release`` gets every byte of an array once it is in the file, in pieces cut at multiples
+    of WRITE_PIECE; an array whose memory a later one may share is never released. The release
+    here zeroes what it gets, so a byte written after its release would read back as zero."""
+    import ctypes
+
+    monkeypatch.setattr(ckpt, "WRITE_PIECE", 64 << 10)
+    arrays = {k: v.copy() for k, v in _arrays().items()}
+    base = np.arange(300_000, dtype=np.int64)
+    arrays["head"] = base[:1000]        # shares memory with "whole", written after it: not released
+    arrays["whole"] = base
+    other = np.arange(300_000, dtype=np.int64)
+    arrays["first"] = other             # a later one shares its memory: not released
+    arrays["tail"] = other[-1000:]
+    want = {k: v.copy() for k, v in arrays.items()}
+    got = []
+
+    def release(addr, n):
+        got.append((addr, n))
+        ctypes.memset(addr, 0, n)
+
+    ckpt.write_checkpoint(str(tmp_path), 7, arrays, b"meta", release)
+    _, back, _ = ckpt.load_newest(str(tmp_path))
+    for k, v in want.items():
+        assert np.array_equal(back[k], v), k
+    for k, v in arrays.items():
+        if k in ("head", "first") or not v.nbytes or not v.flags.c_contiguous:
+            continue  # (a Fortran-order array is written, and released, from a C-order copy)
+        lo = v.ctypes.data
+        mine = sorted(p for p in got if lo <= p[0] < lo + v.nbytes)
+        assert sum(n for _, n in mine) == v.nbytes, k
+        assert all(a % (64 << 10) == 0 for a, _ in mine[1:]), k  # cut at multiples of WRITE_PIECE
+        assert all(a + n == b for (a, n), (b, _) in zip(mine, mine[1:])), k
+        assert not v.view(np.uint8).any(), k  # released (zeroed by this test's release)
+    assert sum(a == base.ctypes.data for a, _ in got) == 1  # "whole"'s first piece, never "head"'s
+    assert np.array_equal(other[:-1000], np.arange(299_000))  # "first" kept; "tail" released
+
+
+def test_a_version_1_file_is_still_read(tmp_path):
+    """PSTCKPT1 (the meta before the arrays), as checkpoints were written before ADR 0023."""
+    import struct
+
+    from crc32c import crc32c
+
+    arrays, meta = _arrays(), b"the meta" * 1000
+    body = io.BytesIO()
+    body.write(ckpt.MAGIC_V1 + struct.pack("<QI", 9, len(meta)) + meta + struct.pack("<I", len(arrays)))
+    for name, arr in arrays.items():
+        body.write(struct.pack("<H", len(name)) + name.encode())
+        np.lib.format.write_array(body, np.ascontiguousarray(arr), allow_pickle=False)
+    data = body.getvalue()
+    (tmp_path / f"{9:020d}.ckpt").write_bytes(data + struct.pack("<I", crc32c(data)))
+    seq, back, meta2 = ckpt.load_newest(str(tmp_path))
+    assert seq == 9 and meta2 == meta and back.keys() == arrays.keys()
+    for k, v in arrays.items():
+        assert np.array_equal(back[k], v), k
+
+
+def test_the_meta_may_come_from_a_function_called_after_the_arrays(tmp_path):
+    arrays = {"a": np.arange(10)}
+    seen = []
+
+    def meta():
+        seen.append(arrays["a"].sum())
+        return b"late"
+
+    ckpt.write_checkpoint(str(tmp_path), 3, arrays, meta, lambda addr, n: seen.append("released"))
+    assert seen == ["released", 45]
+    assert ckpt.load_newest(str(tmp_path))[2] == b"late"
+
+
+def test_a_meta_length_past_the_crc_is_refused(tmp_path):
+    import struct
+
+    from crc32c import crc32c
+
+    path = ckpt.write_checkpoint(str(tmp_path), 4, {"a": np.arange(3)}, b"m" * 10)
+    import pathlib
+
+    data = bytearray(pathlib.Path(path).read_bytes()[:-4])
+    off = len(data) - 10 - 8
+    assert struct.unpack_from("<Q", data, off)[0] == 10
+    struct.pack_into("<Q", data, off, 11)
+    pathlib.Path(path).write_bytes(bytes(data) + struct.pack("<I", crc32c(bytes(data))))
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load_checkpoint(path)

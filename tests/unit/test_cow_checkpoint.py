@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 from portfolio_state.daemon import ckptfork
+from portfolio_state.daemon.hugepages import release_pages
 from portfolio_state.daemon.config import load
 from portfolio_state.daemon.recovery import (
     dirs,
@@ -34,7 +35,10 @@ def _trades(prefix, n):
 
 
 @pytest.mark.skipif(not ckptfork.available(), reason="no fork here")
-def test_the_childs_snapshot_is_the_fork_instant(tmp_path):
+@pytest.mark.parametrize("release", [None, release_pages])
+def test_the_childs_snapshot_is_the_fork_instant(tmp_path, release):
+    """With ``release``, the child gives back each piece of the book it has written (ADR 0023):
+    the file is the same, and the parent's book is untouched by it."""
     settings = load(overrides=[f"journal.data_dir={tmp_path}", "journal.fsync=off", "engine.events=false",
                                "journal.checkpoint_interval_s=0"], environ={})
     e, _ = open_engine(settings)
@@ -47,7 +51,7 @@ def test_the_childs_snapshot_is_the_fork_instant(tmp_path):
 
     def job():  # waits until the parent has changed the book, then snapshots the live arrays
         os.read(go_r, 1)
-        return write_checkpoint(e, settings, snapshot(e, copy=False))
+        return write_checkpoint(e, settings, snapshot(e, copy=False), release=release)
 
     pid, r = ckptfork.fork_checkpoint(job)
     os.close(go_r)
@@ -57,6 +61,8 @@ def test_the_childs_snapshot_is_the_fork_instant(tmp_path):
     os.write(go_w, b"x")
     os.close(go_w)
     ckptfork.wait_checkpoint(pid, r)
+    for k, v in snapshot(e)[1].items():  # the parent's book: as it was before the child wrote
+        assert np.array_equal(v.view(np.uint8), after[k].view(np.uint8)), k
     got_seq, got, meta = ckpt.load_newest(dirs(settings)[1])
     assert got_seq == seq < e.last_seq
     assert set(got) == set(expected)

@@ -55,3 +55,46 @@ def test_collapse_after_a_fork_keeps_every_byte():
     want[::1000] = -1
     assert np.array_equal(x, want)
     assert Book(Capacity(portfolios=2, slots=4, instruments=2)).collapse_huge() in (True, False)
+
+
+def test_release_pages_drops_whole_pages_only():
+    """release_pages zeroes the whole pages inside the range and leaves the partial pages at its ends."""
+    import mmap
+
+    from portfolio_state.daemon.hugepages import release_pages
+
+    page = mmap.PAGESIZE
+    h = HugeArena({"x": (np.uint8, (8 * page,))})
+    x = h["x"]
+    x[:] = 7
+    release_pages(x.ctypes.data + 100, 5 * page)  # whole pages 1..4 of the range [100, 5 pages + 100)
+    assert (x[:page] == 7).all()
+    assert (x[page:5 * page] == 0).all()
+    assert (x[5 * page:] == 7).all()
+    release_pages(x.ctypes.data + 1, 10)  # no whole page: nothing
+    assert (x[:page] == 7).all()
+
+
+def test_a_forked_child_releasing_pages_leaves_the_parent_intact():
+    """The child gives back pages it shares with the parent: the parent's contents stay, and the
+    parent can write them after (in place, the copy-on-write being over)."""
+    import os
+
+    from portfolio_state.daemon.hugepages import release_pages
+
+    h = HugeArena({"x": (np.int64, (2 * HUGE // 8,))})
+    x = h["x"]
+    x[:] = np.arange(len(x))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        release_pages(x.ctypes.data, x.nbytes)
+        os.write(w, b"1" if not x.any() else b"0")
+        os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"1"  # the child's view is gone
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert np.array_equal(x, np.arange(len(x)))
+    x[::1000] = -1
+    assert (x[::1000] == -1).all() and x[1] == 1
