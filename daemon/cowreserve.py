@@ -46,6 +46,11 @@ class CowReserve:
         self.held = False
         self._mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if nbytes > 0 else None
         if self._mm is not None:
+            try:  # 4 KiB pages even under THP "always": freed, a whole huge page is what the VM reclaims
+                # at once, and the advice keeps the mapping from merging with a neighbour's
+                self._mm.madvise(mmap.MADV_NOHUGEPAGE)
+            except (AttributeError, OSError):
+                pass
             view = np.frombuffer(self._mm, np.uint8)
             self._addr = view.ctypes.data
             del view  # no export may outlive close()

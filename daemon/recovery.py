@@ -280,14 +280,24 @@ def state_as_of(settings: Settings, portfolio_id: str, as_of_ns: int, request: m
     """
     jdir, _ = dirs(settings)
     engine = _scratch_engine(settings, upto_ns=as_of_ns)
+    start, first = engine.last_seq, []
 
     def upto():
-        for rec in read_records(jdir, after_seq=engine.last_seq, repair=False):
+        for rec in read_records(jdir, after_seq=start, repair=False):
+            if not first:
+                first.append(rec.seq)
+                if rec.seq != start + 1:  # the records after the checkpoint found were retired
+                    return
             if rec.recv_ns > as_of_ns:
                 return
             yield rec
 
-    engine.replay(upto())
+    try:
+        engine.replay(upto())
+    except FileNotFoundError:  # a segment retired (on the checkpoint thread) while it was read
+        first[:] = [-1]
+    if first and first[0] != start + 1:
+        return m.ErrorReply(code="HISTORY_RETIRED", message=m.ERROR_CODES["HISTORY_RETIRED"])
     return engine.state_response(msgspec.structs.replace(request, as_of_timestamp=None))
 
 

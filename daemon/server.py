@@ -304,7 +304,9 @@ class Server:
 
     def _checkpoint_asked(self) -> None:
         """SIGUSR1: a checkpoint now (an operator before maintenance; perf/bench_checkpoint.py)."""
-        if self.journal is None:
+        if self._stopping():
+            log.info("SIGUSR1: the daemon is stopping (its last checkpoint is written at shutdown)")
+        elif self.journal is None:
             log.warning("SIGUSR1: no journal, so no checkpoint to write")
         elif self._checkpointing:
             log.info("SIGUSR1: a checkpoint is being written already")
@@ -316,12 +318,14 @@ class Server:
         """A checkpoint once everything applied is durable; before a forked one, the copy-on-write
         reserve is freed on the checkpoint thread (ADR 0023), so its pages are there for the copies."""
         res = self._reserve
-        if res is None or not res.held:
+        if res is None or not self._cow_checkpoints():
             self._when_durable(self._checkpoint_now)
             return
         loop = asyncio.get_running_loop()
 
-        def freed(_f):
+        def freed(f):  # (on the checkpoint thread, after a fill still running at start-up: one thread)
+            if f.exception() is not None:
+                log.error("checkpoint: freeing the copy-on-write reserve failed", exc_info=f.exception())
             try:
                 loop.call_soon_threadsafe(self._when_durable, self._checkpoint_now)
             except RuntimeError:  # the loop has closed: the daemon is gone
@@ -329,13 +333,17 @@ class Server:
 
         self._ckpt_pool.submit(res.release).add_done_callback(freed)
 
+    def _stopping(self) -> bool:
+        return self._stopped is None or self._stopped.done()
+
     def _fill_reserve(self) -> None:
         """(checkpoint thread) Fault the copy-on-write reserve in again (ADR 0023)."""
         if self._reserve is None:
             return
         t0 = time.perf_counter()
         try:
-            self._reserve.fill()
+            if not self._reserve.fill():
+                return
         except Exception:  # an optimisation: a failure leaves the reserve empty, nothing else
             log.exception("checkpoint: filling the copy-on-write reserve failed")
             return
@@ -345,7 +353,9 @@ class Server:
     def _checkpoint_now(self) -> None:
         from .recovery import snapshot, write_checkpoint
 
-        if self._checkpointing or self.journal is None or self.journal.failed:
+        if self._checkpointing or self.journal is None or self.journal.failed or self._stopping():
+            if self._reserve is not None and not self._stopping():
+                self._ckpt_pool.submit(self._fill_reserve)  # freed for a fork that is not happening
             return
         self._checkpointing = True
         engine, settings = self.engine, self.settings
@@ -376,6 +386,7 @@ class Server:
             try:
                 pid, r = ckptfork.fork_checkpoint(job)
             except OSError as e:  # e.g. no memory for the child's page tables: write it from a thread
+                # (the reserve stays empty until a forked checkpoint succeeds: memory is short)
                 log.warning("checkpoint: fork failed (%s); writing it from a thread", e)
                 if snap is None:
                     snap = snapshot(engine, self._ckpt_arrays)
@@ -417,14 +428,17 @@ class Server:
             return
         if oldest_kept:  # on the checkpoint thread: after the first checkpoint of a big build that is
             # dozens of 64 MiB files and a directory fsync, which held the engine ~150 ms (ADR 0023)
-            self._ckpt_pool.submit(self._retire, oldest_kept + 1)
+            try:
+                self._ckpt_pool.submit(self._retire, oldest_kept + 1)
+            except RuntimeError:  # close() has shut the pool: the next start's first checkpoint retires them
+                pass
 
     def _retire(self, seq: int) -> None:
         """(checkpoint thread) Delete the journal segments a kept checkpoint covers. The writer on
         the engine thread only ever adds the newest segment, which is never one of them."""
         try:
             n = self.journal.retire_before(seq)
-        except OSError:
+        except Exception:  # noqa: BLE001 - logged; the segments stay, the next checkpoint tries again
             log.exception("checkpoint: deleting old journal segments failed; they stay on disk")
             return
         if n:
@@ -580,8 +594,11 @@ class Server:
             loop.call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
         mb = self.settings.journal.checkpoint_cow_reserve_mb
         if self.journal is not None and mb != 0 and self._cow_checkpoints():
-            self._reserve = CowReserve(reserve_bytes(mb, sum(a.nbytes for a in self.engine.book.a)))
-            self._ckpt_pool.submit(self._fill_reserve)
+            try:
+                self._reserve = CowReserve(reserve_bytes(mb, sum(a.nbytes for a in self.engine.book.a)))
+                self._ckpt_pool.submit(self._fill_reserve)
+            except OSError as e:  # an optimisation: never a reason not to start
+                log.warning("checkpoint: no copy-on-write reserve (%s)", e)
         if self.journal is not None and self.settings.journal.checkpoint_interval_s > 0:
             if not self._cow_checkpoints():
                 # the snapshot's buffers, faulted in now while idle: the first checkpoint under load

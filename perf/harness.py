@@ -258,8 +258,10 @@ def main(argv=None) -> int:
             log(f"kept {tmp} (PERF_KEEP_TMP)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    with open(os.path.join(out, f"harness-{mode}.json"), "w") as f:
+    path = os.path.join(out, f"harness-{mode}.json")
+    with open(path + ".tmp", "w") as f:  # a failed dump must not cut short the runs it merged in
         json.dump(rec, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
     if mode == "soak":
         import soak
 

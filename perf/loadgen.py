@@ -337,7 +337,7 @@ class StepResult:
     errors: int
     sampled: int
     wall: float
-    timeline: np.ndarray    # worst latency (µs) of the frames due in each TIMELINE_NS; -1: none replied
+    timeline: list[int]     # worst latency (µs) of the frames due in each TIMELINE_NS; -1: none replied
 
     def pct(self, q: float) -> float:
         return float(self.hist.get_value_at_percentile(q)) if self.hist.get_total_count() else float("nan")
@@ -407,7 +407,7 @@ class LoadGen:
                           lost=sum(r["lost"] for r in res), updates=updates,
                           achieved=updates / max((last - t0) / 1e9, seconds), client_cpu=sum(r["cpu"] for r in res) / wall,
                           errors=sum(r["errors"] for r in res), sampled=sum(r["sampled"] for r in res), wall=wall,
-                          timeline=np.max([r["timeline"] for r in res], axis=0))
+                          timeline=np.max([r["timeline"] for r in res], axis=0).tolist())
 
     def close(self) -> None:
         for a in self.pipes:

@@ -164,21 +164,28 @@ def write_checkpoint(directory: str, seq: int, arrays: dict[str, np.ndarray], me
                 else None for i, (_, a) in enumerate(items)]
     final = os.path.join(directory, f"{seq:020d}.ckpt")
     tmp = final + ".tmp"
-    with open(tmp, "wb") as f:
-        w = _CrcWriter(f)
-        w.write(MAGIC + struct.pack("<QI", seq, len(arrays)))
-        for (name, arr), rel in zip(items, last_use):
-            nb = name.encode()
-            w.write(struct.pack("<H", len(nb)) + nb)
-            w.write_array(arr, rel)
-        if callable(meta):
-            meta = meta()
-        w.write(struct.pack("<Q", len(meta)))
-        w.write(meta)
-        f.write(struct.pack("<I", w.crc))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            w = _CrcWriter(f)
+            w.write(MAGIC + struct.pack("<QI", seq, len(arrays)))
+            for (name, arr), rel in zip(items, last_use):
+                nb = name.encode()
+                w.write(struct.pack("<H", len(nb)) + nb)
+                w.write_array(arr, rel)
+            if callable(meta):
+                meta = meta()
+            w.write(struct.pack("<Q", len(meta)))
+            w.write(meta)
+            f.write(struct.pack("<I", w.crc))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a failed checkpoint leaves no file the size of the book behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

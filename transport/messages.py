@@ -440,6 +440,7 @@ ERROR_CODES = {
     "BAD_PORTFOLIO_ID": "portfolio_id must be 1 to 50 characters",
     "BAD_INSTRUMENT_ID": "instrument_id must be 1 to 20 characters",
     "NOT_SUPPORTED": "this daemon cannot answer that (as_of_timestamp with no journal configured)",
+    "HISTORY_RETIRED": "the journal no longer holds the records before that as_of_timestamp (retired behind a checkpoint): ask for a later time",
     "SHUTTING_DOWN": "the daemon is stopping and takes no new commands",
     "DISK_FULL": "the journal's disk is full: no change is accepted until an operator frees space and restarts",
     "JOURNAL_IO": "the journal could not be written or synced: this command's outcome is unknown (retry it with the same key once the daemon has restarted); the daemon stops and recovers by restart",

@@ -330,3 +330,31 @@ def test_a_forked_checkpoint_that_gave_the_book_back_recovers_the_state(tmp_path
             assert full_state(c) == before
     finally:
         assert d2.stop() == 0, d2.output()
+
+
+def test_as_of_before_retired_history_is_an_error_not_a_wrong_state(tmp_path):
+    """Once a checkpoint has retired the journal's first segments, an as-of time before it cannot
+    be rebuilt: HISTORY_RETIRED, never the state of the records that happen to remain."""
+    d = DaemonProcess(tmp_path, "tcp", extra=["--set", "journal.checkpoint_interval_s=0", "--set",
+                                              "journal.segment_bytes=16384", "--set", "journal.checkpoints_kept=1",
+                                              "--set", "sink.backend=none"])
+    d.wait_ready()
+    try:
+        with d.client() as c:
+            seed(c)
+            t_early = time.time_ns()
+            time.sleep(0.02)
+            for i in range(300):
+                c.update_position("P1", f"p{i % 7}", "AAPL", "BUY", 1, 190.0, key=f"h-{i}")
+            d.proc.send_signal(signal.SIGUSR1)
+            deadline = time.time() + 30
+            while time.time() < deadline and "journal segments before seq" not in d.output():
+                time.sleep(0.1)
+            assert "journal segments before seq" in d.output(), d.output()
+            with pytest.raises(CommandError) as e:
+                c.state("P1", as_of_timestamp=t_early)
+            assert e.value.code == "HISTORY_RETIRED"
+            now = c.state("P1")
+            assert c.state("P1", as_of_timestamp=time.time_ns()).positions == now.positions  # later: fine
+    finally:
+        assert d.stop() == 0, d.output()

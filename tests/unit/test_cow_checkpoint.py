@@ -2,6 +2,7 @@
 holds the state of the fork's instant, however much the engine applies after it: the book's
 private memory is copy-on-write. A book in a shared-memory arena is not, which is why the
 daemon copies that one before forking (daemon/server.py, ADR 0014 amendment)."""
+import ctypes
 import os
 import time
 
@@ -12,6 +13,7 @@ from portfolio_state.daemon import ckptfork
 from portfolio_state.daemon.hugepages import release_pages
 from portfolio_state.daemon.config import load
 from portfolio_state.daemon.recovery import (
+    _restore,
     dirs,
     open_engine,
     snapshot,
@@ -35,10 +37,15 @@ def _trades(prefix, n):
 
 
 @pytest.mark.skipif(not ckptfork.available(), reason="no fork here")
-@pytest.mark.parametrize("release", [None, release_pages])
+def _zero(addr, n):  # a release that leaves zeros where a page was given back, in every byte
+    ctypes.memset(addr, 0, n)
+
+
+@pytest.mark.parametrize("release", [None, release_pages, _zero])
 def test_the_childs_snapshot_is_the_fork_instant(tmp_path, release):
     """With ``release``, the child gives back each piece of the book it has written (ADR 0023):
-    the file is the same, and the parent's book is untouched by it."""
+    the file is the same, the parent's book is untouched by it, and an engine restored from the
+    file answers as the engine did at the fork (nothing built after the arrays read them)."""
     settings = load(overrides=[f"journal.data_dir={tmp_path}", "journal.fsync=off", "engine.events=false",
                                "journal.checkpoint_interval_s=0"], environ={})
     e, _ = open_engine(settings)
@@ -47,6 +54,7 @@ def test_the_childs_snapshot_is_the_fork_instant(tmp_path, release):
          + [m.CashFlowRequest(f"c{j}", f"c{j}", f"P{j}", 1e6, "USD", "DEPOSIT") for j in range(5)]
          + _trades("a", 20))
     seq, expected, _ = snapshot(e)  # a copy, as the engine thread would take it
+    answers = [ENC(e.state_response(m.PortfolioStateRequest(f"P{j}"))) for j in range(5)]
     go_r, go_w = os.pipe()
 
     def job():  # waits until the parent has changed the book, then snapshots the live arrays
@@ -70,3 +78,5 @@ def test_the_childs_snapshot_is_the_fork_instant(tmp_path, release):
         for f in v.dtype.names or [None]:
             assert np.array_equal(got[k][f] if f else got[k], v[f] if f else v, equal_nan=True), (k, f)
     assert len(msgspec.msgpack.decode(meta)["window_chunks"][0][0]) > 0
+    restored = _restore(settings, (got_seq, got, meta), shm=False)
+    assert [ENC(restored.state_response(m.PortfolioStateRequest(f"P{j}"))) for j in range(5)] == answers
