@@ -98,9 +98,7 @@ def run(args, daemon_cmd: list[str], tmp: str) -> dict:
         for k in range(args.reps):
             quiet = sw.measure(target, name, args.rate, args.seconds, 10.0)
             n_before = len(WRITTEN.findall(server.output()))
-            t_step = time.time() + 0.1
-            log(f"        (the step with a checkpoint starts at {time.strftime('%H:%M:%S', time.localtime(t_step))}"
-                f"{f'{t_step % 1:.3f}'[1:]} by the daemon's clock, 0.1 s after this line)")
+            n_reformed = len(REFORMED.findall(server.output()))
             timer = threading.Timer(1.0, os.kill, (server.pid, signal.SIGUSR1))
             timer.start()
             ckpt = sw.measure(target, name, args.rate, args.seconds, 10.0)
@@ -116,12 +114,15 @@ def run(args, daemon_cmd: list[str], tmp: str) -> dict:
             rec["pairs"].append(pair)
             log(f"pair {k + 1}: quiet {sw.line(quiet)}")
             log(f"        ckpt  {sw.line(ckpt)}")
+            t_step = ckpt["start_wall"]
+            log(f"        the step started at {time.strftime('%H:%M:%S', time.localtime(t_step))}"
+                f"{f'{t_step % 1:.3f}'[1:]} (the daemon's log has the same clock)")
             log(f"        stalls (worst latency of the frames due in each 100 ms, where over 10 ms): "
                 f"{stalls_line(ckpt['timeline'])}")
             log(f"        engine thread: snapshot {pair['snapshot_ms']:.1f} ms + fork {pair['fork_ms']:.1f} ms "
                 f"({pair['how'] or 'copied'}); written in {pair['write_s']:.2f} s ({pair['meta_s']:.2f} s of meta), "
                 f"{pair['child_faults']:,} page faults in the writer; AnonHugePages "
-                f"{pair['huge_kb'] / 1024:,.0f} MiB; re-formed in {(REFORMED.findall(server.output()) or ['?'])[-1]} ms")
+                f"{pair['huge_kb'] / 1024:,.0f} MiB; re-formed in {(REFORMED.findall(server.output())[n_reformed:] or ['?'])[-1]} ms")
         rec["rss_mib"] = server.ps.memory_info().rss / 2**20  # the daemon alone
         if args.daemon_log:
             with open(args.daemon_log, "w") as f:

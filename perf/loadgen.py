@@ -338,6 +338,7 @@ class StepResult:
     sampled: int
     wall: float
     timeline: list[int]     # worst latency (µs) of the frames due in each TIMELINE_NS; -1: none replied
+    start_wall: float       # the schedule's start, as time.time()
 
     def pct(self, q: float) -> float:
         return float(self.hist.get_value_at_percentile(q)) if self.hist.get_total_count() else float("nan")
@@ -390,6 +391,7 @@ class LoadGen:
         n_total = max(1, int(round(rate / per * seconds)))
         period = int(round(seconds * 1e9 / n_total))
         t0 = time.perf_counter_ns() + 100_000_000  # every worker has its command by then
+        start_wall = time.time() + 0.1
         w0 = time.perf_counter()
         step = next(_steps)
         for a in self.pipes:
@@ -407,7 +409,7 @@ class LoadGen:
                           lost=sum(r["lost"] for r in res), updates=updates,
                           achieved=updates / max((last - t0) / 1e9, seconds), client_cpu=sum(r["cpu"] for r in res) / wall,
                           errors=sum(r["errors"] for r in res), sampled=sum(r["sampled"] for r in res), wall=wall,
-                          timeline=np.max([r["timeline"] for r in res], axis=0).tolist())
+                          timeline=np.max([r["timeline"] for r in res], axis=0).tolist(), start_wall=start_wall)
 
     def close(self) -> None:
         for a in self.pipes:

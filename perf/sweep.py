@@ -53,7 +53,8 @@ def measure(target, name: str, rate: float, seconds: float, drain_s: float) -> d
           "p999": r.pct(99.9), "max": r.max_us, "frames": r.frames, "done": r.done, "lost": r.lost,
           "errors": r.errors, "sampled": r.sampled, "server_cpu": (s1 - s0) / r.wall, "client_cpu": r.client_cpu,
           "lag_p99": r.lag_p99, "seconds": seconds, "ok50": ok50, "ok1": ok50 and r.pct(99) <= P99_OURS_US,
-          "client_limited": r.lag_p99 > CLIENT_LAG_US, "load1": os.getloadavg()[0], "timeline": r.timeline}
+          "client_limited": r.lag_p99 > CLIENT_LAG_US, "load1": os.getloadavg()[0], "timeline": r.timeline,
+          "start_wall": r.start_wall}
     if c0 is not None and c1 is not None:
         st["accepted"], st["rejected"] = c1[0] - c0[0], c1[1] - c0[1]
     sink = target.sink() if hasattr(target, "sink") else None
