@@ -23,9 +23,8 @@ import time
 
 import numpy as np
 
-from .hugepages import libc_madvise
+from .hugepages import libc_madvise, release_pages
 
-_MADV_DONTNEED = 4
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+
 _PAGE = mmap.PAGESIZE
 FILL_PIECE = 32 << 20
@@ -72,7 +71,7 @@ class CowReserve:
         """Give the pages back to the kernel (``MADV_DONTNEED``); the mapping stays, empty, for the next fill."""
         if self._mm is None or not self.held:
             return
-        if libc_madvise is None or libc_madvise(self._addr, self.nbytes, _MADV_DONTNEED) != 0:
+        if not release_pages(self._addr, self.nbytes):
             self._mm.close()  # no madvise: unmapping frees them as well; nothing is held from now on
             self._mm = None
         self.held = False

@@ -43,19 +43,21 @@ _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
 
 
-def release_pages(addr: int, nbytes: int) -> None:
+def release_pages(addr: int, nbytes: int) -> bool:
     """Unmap the whole pages of [addr, addr + nbytes) from this process (``MADV_DONTNEED``): what
     was there reads as zeros afterwards, so only memory that is never read again may be given.
 
     For a forked checkpoint writer (daemon/ckptfork.py): each piece of the book it has written
     to the file. While the child maps a page, the engine's first write to it copies it (and for
     a huge page, splits it first); once the child has let it go, the engine owns it alone again
-    and writes it in place (ADR 0023). Best effort: where madvise is missing the child keeps
-    its view and only the engine pays."""
+    and writes it in place (ADR 0023). Also the copy-on-write reserve's release
+    (daemon/cowreserve.py). Best effort: False where madvise is missing or refused it (the
+    pages are then still there)."""
     lo = -(-addr // _PAGE) * _PAGE
     hi = (addr + nbytes) // _PAGE * _PAGE
-    if libc_madvise is not None and hi > lo:
-        libc_madvise(lo, hi - lo, _MADV_DONTNEED)
+    if hi <= lo:
+        return True
+    return libc_madvise is not None and libc_madvise(lo, hi - lo, _MADV_DONTNEED) == 0
 
 
 def thp_allowed() -> bool:

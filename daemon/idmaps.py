@@ -32,14 +32,18 @@ _M64 = (1 << 64) - 1
 _BATCH_MIN = 16
 
 
+def _bits_for(entries: int, bits: int) -> int:
+    """The fewest bits, at least ``bits``, whose table holds ``entries`` at most 3/4 full."""
+    while (3 << bits) // 4 < entries:
+        bits += 1
+    return bits
+
+
 class _Table:
     """int64 key + int32 aux -> int32 value; at most 3/4 full, doubled when it would be more."""
 
     def __init__(self, expected: int = 0) -> None:
-        bits = 10
-        while (3 << bits) // 4 < expected:
-            bits += 1
-        self._alloc(bits)
+        self._alloc(_bits_for(expected, 10))
         self.count = 0
 
     def _alloc(self, bits: int) -> None:
@@ -55,11 +59,8 @@ class _Table:
         need = self.count + more
         if 4 * need <= 3 * len(self.vals):
             return
-        bits = 64 - self.shift
-        while (3 << bits) // 4 < need:
-            bits += 1
         old = self.keys, self.aux, self.vals
-        self._alloc(bits)
+        self._alloc(_bits_for(need, 64 - self.shift))
         idtable_rehash_nb(*old, self.keys, self.aux, self.vals, self.shift)
 
     def first(self, key: int) -> int:
@@ -69,6 +70,13 @@ class _Table:
         self.reserve(len(keys))
         idtable_insert_nb(self.keys, self.aux, self.vals, self.shift, keys, aux, vals)
         self.count += len(keys)
+
+    def setdefault(self, keys: np.ndarray, aux: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """Row by row, the value held for (keys[j], aux[j]), adding vals[j] first when there is none."""
+        self.reserve(len(keys))
+        out = np.empty(len(keys), np.int32)
+        self.count += idtable_setdefault_nb(self.keys, self.aux, self.vals, self.shift, keys, aux, vals, out)
+        return out
 
     def find(self, keys: np.ndarray, aux: np.ndarray) -> np.ndarray:
         out = np.empty(len(keys), np.int32)
@@ -82,7 +90,25 @@ class _Table:
         return self.keys.nbytes + self.aux.nbytes + self.vals.nbytes
 
 
-class SlotIndex:
+class _Index:
+    """What both indexes read alike: ``[key]`` (KeyError when absent), ``len``, ``nbytes``; ``t`` is the table."""
+
+    t: _Table
+
+    def __getitem__(self, key):
+        s = self.get(key)
+        if s is None:
+            raise KeyError(key)
+        return s
+
+    def __len__(self) -> int:
+        return self.t.count
+
+    def nbytes(self) -> int:
+        return self.t.nbytes()
+
+
+class SlotIndex(_Index):
     """(portfolio index, position_id) -> slot, checked against ``ids`` (the book's ``slot_ids``).
 
     Reads like the dict it replaces: ``get``, ``[]``, ``in``, ``len``, ``items``, ``values``;
@@ -105,12 +131,6 @@ class SlotIndex:
             i = (i + 1) & mask
         return default
 
-    def __getitem__(self, key: tuple[int, str]) -> int:
-        s = self.get(key)
-        if s is None:
-            raise KeyError(key)
-        return s
-
     def __contains__(self, key) -> bool:
         return self.get(key) is not None
 
@@ -118,9 +138,6 @@ class SlotIndex:
         if self.get(key) is not None:
             raise ValueError(f"{key!r} already has a slot")  # slots are never moved or reused
         self.update([(key, slot)])
-
-    def __len__(self) -> int:
-        return self.t.count
 
     # ---------------------------------------------------------------- many keys
     def update(self, pairs: Iterable[tuple[tuple[int, str], int]]) -> None:
@@ -173,11 +190,8 @@ class SlotIndex:
     def values(self) -> list[int]:
         return np.sort(self.t.vals[self.t.occupied()]).tolist()
 
-    def nbytes(self) -> int:
-        return self.t.nbytes()
 
-
-class HeadIndex:
+class HeadIndex(_Index):
     """(portfolio, instrument) -> head slot. The key packs both indexes, so it is exact."""
 
     def __init__(self, expected: int = 0) -> None:
@@ -189,13 +203,8 @@ class HeadIndex:
 
     def setdefault(self, portfolios: np.ndarray, instruments: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Row by row, the head of (portfolios[j], instruments[j]), ``candidates[j]`` when it had none."""
-        n = len(portfolios)
-        self.t.reserve(n)
-        out = np.empty(n, np.int32)
-        t = self.t
-        t.count += idtable_setdefault_nb(t.keys, t.aux, t.vals, t.shift, self._keys(portfolios, instruments),
-                                         np.zeros(n, np.int32), np.asarray(candidates, np.int32), out)
-        return out
+        return self.t.setdefault(self._keys(portfolios, instruments), np.zeros(len(portfolios), np.int32),
+                                 np.asarray(candidates, np.int32))
 
     def rebuild(self, portfolios: np.ndarray, instruments: np.ndarray, slots: np.ndarray) -> None:
         self.t = _Table(len(slots))
@@ -205,21 +214,9 @@ class HeadIndex:
         out = self.t.find(self._keys([key[0]], [key[1]]), np.zeros(1, np.int32))[0]
         return default if out == EMPTY else int(out)
 
-    def __getitem__(self, key: tuple[int, int]) -> int:
-        s = self.get(key)
-        if s is None:
-            raise KeyError(key)
-        return s
-
-    def __len__(self) -> int:
-        return self.t.count
-
     def items(self) -> Iterator[tuple[tuple[int, int], int]]:
         t = self.t
         cells = t.occupied()
         keys = t.keys[cells]
         for p, k, s in zip((keys >> 32).tolist(), (keys & 0xFFFFFFFF).tolist(), t.vals[cells].tolist()):
             yield (p, k), s
-
-    def nbytes(self) -> int:
-        return self.t.nbytes()

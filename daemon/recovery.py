@@ -280,23 +280,7 @@ def state_as_of(settings: Settings, portfolio_id: str, as_of_ns: int, request: m
     """
     jdir, _ = dirs(settings)
     engine = _scratch_engine(settings, upto_ns=as_of_ns)
-    start, first = engine.last_seq, []
-
-    def upto():
-        for rec in read_records(jdir, after_seq=start, repair=False):
-            if not first:
-                first.append(rec.seq)
-                if rec.seq != start + 1:  # the records after the checkpoint found were retired
-                    return
-            if rec.recv_ns > as_of_ns:
-                return
-            yield rec
-
-    try:
-        engine.replay(upto())
-    except FileNotFoundError:  # a segment retired (on the checkpoint thread) while it was read
-        first[:] = [-1]
-    if first and first[0] != start + 1:
+    if not _replay_after(engine, jdir, lambda rec: rec.recv_ns > as_of_ns):
         return m.ErrorReply(code="HISTORY_RETIRED", message=m.ERROR_CODES["HISTORY_RETIRED"])
     return engine.state_response(msgspec.structs.replace(request, as_of_timestamp=None))
 
@@ -309,20 +293,32 @@ def engine_at(settings: Settings, seq: int) -> Engine | None:
     engine = _scratch_engine(settings, upto_seq=seq)
     if engine.last_seq == seq:
         return engine
-    first = []
+    _replay_after(engine, jdir, lambda rec: rec.seq > seq)
+    return engine if engine.last_seq == seq else None
+
+
+def _replay_after(engine: Engine, jdir: str, past) -> bool:
+    """Replay the journal records after ``engine.last_seq`` into a scratch engine, up to the first
+    one for which ``past(rec)`` holds. False when the next record is no longer on disk (retired
+    behind a checkpoint: nothing is replayed), or when a segment was deleted (by the daemon's
+    checkpoint thread) while it was read: the engine is then part-way and must not be used."""
+    start, first = engine.last_seq, []
 
     def upto():
-        for rec in read_records(jdir, after_seq=engine.last_seq, repair=False):
+        for rec in read_records(jdir, after_seq=start, repair=False):
             if not first:
                 first.append(rec.seq)
-                if rec.seq != engine.last_seq + 1:
+                if rec.seq != start + 1:
                     return
-            if rec.seq > seq:
+            if past(rec):
                 return
             yield rec
 
-    engine.replay(upto())
-    return engine if engine.last_seq == seq else None
+    try:
+        engine.replay(upto())
+    except FileNotFoundError:
+        return False
+    return not first or first[0] == start + 1
 
 
 def catch_up_sets(settings: Settings, after: int, upto: int, chunk: int = 2000):

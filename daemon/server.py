@@ -279,20 +279,20 @@ class Server:
 
     def _freeze(self) -> None:
         """Move everything alive into the GC's permanent generation, once a second (ADR 0008)."""
-        if self._stopped is None or self._stopped.done():
+        if self._stopping():
             return
         gc.freeze()
         asyncio.get_running_loop().call_later(1.0, self._freeze)
 
     def _interval_sync(self) -> None:
-        if self._stopped is None or self._stopped.done():
+        if self._stopping():
             return
         self._start_sync()
         asyncio.get_running_loop().call_later(self.settings.journal.fsync_interval_ms / 1000, self._interval_sync)
 
     # --------------------------------------------------------------- checkpoints
     def _checkpoint_due(self) -> None:
-        if self._stopped is None or self._stopped.done():
+        if self._stopping():
             return
         if not self._checkpointing:
             self._checkpoint_soon()
@@ -317,8 +317,8 @@ class Server:
     def _checkpoint_soon(self) -> None:
         """A checkpoint once everything applied is durable; before a forked one, the copy-on-write
         reserve is freed on the checkpoint thread (ADR 0023), so its pages are there for the copies."""
-        res = self._reserve
-        if res is None or not self._cow_checkpoints():
+        res = self._reserve  # (there is one only where checkpoints are forked copy-on-write)
+        if res is None:
             self._when_durable(self._checkpoint_now)
             return
         loop = asyncio.get_running_loop()
@@ -449,7 +449,7 @@ class Server:
         return self.engine.last_seq if self.fsync == "off" else self._durable
 
     def _sink_tick(self) -> None:
-        if self._stopped is None or self._stopped.done():
+        if self._stopping():
             return
         try:
             self.sink.tick(self._durable_seq())

@@ -44,7 +44,7 @@ from results import Terminated, log, machine, on_sigterm, stamp, write_section
 SECTION = "## Checkpoint under load (perf/bench_checkpoint.py)"
 STALL = re.compile(r"checkpoint at seq (\d+): (.*?)([\d.]+) ms \+ fork ([\d.]+) ms")
 REFORMED = re.compile(r"checkpoint: huge pages re-formed in ([\d.]+) ms")
-WRITTEN = re.compile(r"checkpoint \S+\.ckpt \(seq (\d+)\) in ([\d.]+)s(?: \(meta ([\d.]+)s (?:before it|of it); (\d+) page faults)?")
+WRITTEN = re.compile(r"checkpoint \S+\.ckpt \(seq (\d+)\) in ([\d.]+)s(?: \(meta ([\d.]+)s of it; (\d+) page faults)?")
 
 
 def huge_kb(pid: int) -> int:

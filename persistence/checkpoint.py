@@ -140,15 +140,13 @@ class _CrcWriter:
         except ValueError:  # a header over 64 KiB
             np.lib.format.write_array_header_2_0(self, header)
         data = arr.reshape(-1).view(np.uint8)
-        if release is None or not data.nbytes:
-            self.write(data.data)
-            return
         addr, n = data.ctypes.data, data.nbytes
         lo = 0
         while lo < n:
             hi = min(n, (addr + lo) // WRITE_PIECE * WRITE_PIECE + WRITE_PIECE - addr)
             self.write(data[lo:hi].data)
-            release(addr + lo, hi - lo)
+            if release is not None:
+                release(addr + lo, hi - lo)
             lo = hi
 
 
