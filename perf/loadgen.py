@@ -301,13 +301,15 @@ def _run(kind, sock, conn, frames, updates, extra, widx, nworkers, step, t0, per
         lat, idx, lost, last, lag, errors = pg_open_loop(conn, extra["sql"], lambda j: frames[gidx(j) % nt], n,
                                                          due, drain_s)
         sampled = n
-    done_updates = int(updates[(widx + idx * nworkers) % nt].sum()) if len(idx) else 0
+    replied = widx + np.asarray(idx, np.int64) * nworkers  # the replied frames' global indexes
+    done_updates = int(updates[replied % nt].sum()) if len(idx) else 0
     return {"hist": histogram(lat).encode(), "lag": histogram(lag).encode(), "frames": n, "done": len(idx),
-            "timeline": timeline(lat, (widx + np.asarray(idx, np.int64) * nworkers) * period, n_total * period),
+            "timeline": timeline(lat, replied * period, n_total * period),
             "lost": lost, "updates": done_updates, "last": last, "cpu": _cpu() - c0, "errors": errors,
             "sampled": sampled}
 
 
+LEAD_NS = 100_000_000  # a step's schedule starts this long after the workers are told
 TIMELINE_NS = 100_000_000  # one bucket of a step's timeline: 100 ms of intended send times
 
 
@@ -390,8 +392,8 @@ class LoadGen:
         per = self.sets[name]
         n_total = max(1, int(round(rate / per * seconds)))
         period = int(round(seconds * 1e9 / n_total))
-        t0 = time.perf_counter_ns() + 100_000_000  # every worker has its command by then
-        start_wall = time.time() + 0.1
+        t0 = time.perf_counter_ns() + LEAD_NS  # every worker has its command by then
+        start_wall = time.time() + LEAD_NS / 1e9
         w0 = time.perf_counter()
         step = next(_steps)
         for a in self.pipes:
