@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from portfolio_state.kernels import PositionStatus
-from portfolio_state.kernels.capture import instrument_rows_nb, position_rows_nb
+from portfolio_state.kernels.capture import (aggregate_rows_nb, cash_rows_nb, instrument_rows_nb, position_rows_nb,
+                                             revalue_scan_nb, state_rows_nb)
 from portfolio_state.kernels.enums import EXPOSURE_TYPE_NAMES, PF_LONG_ONLY
 from portfolio_state.persistence.changes import ChangeSet, Exposures, Names, Positions, States
 
@@ -256,22 +257,15 @@ class ChangeCapture:
         """(slots, heads) in the next window: slots whose value, quantity, cost or status differs
         from what was handed off, or whose weight moved more than epsilon; head slots whose
         INSTRUMENT exposure percentage moved more than epsilon, or to or from zero (a bounded,
-        resumable scan)."""
+        resumable scan, compiled: ``revalue_scan_nb``)."""
         lo = self.reval_cursor if self.reval_cursor < n else 0
         hi = min(n, lo + self.reval_rows)
         self.reval_cursor = hi if hi < n else 0
-        pos = self.book.a.positions[lo:hi]
-        mv, status = pos["mv"], pos["status"]
-        w = self._weights(pos)
-        idx = np.arange(lo, hi)
-        differs = ((mv != self.last_mv[lo:hi]) | (pos["qty"] != self.last_qty[lo:hi])
-                   | (status != self.last_status[lo:hi]) | (np.abs(w - self.last_w[lo:hi]) > self.eps))
-        differs &= status != PositionStatus.FREE
-        ie, last = pos["inst_exp"], self.last_ie[lo:hi]
-        head = (pos["head"] == idx) & (ie != last)
-        cand = idx[head]
-        drift = (np.abs(self._pct(cand, ie[head]) - self.last_ie_pct[cand]) > self.eps) | (ie[head] == 0) | (last[head] == 0)
-        return idx[differs], cand[drift]
+        slots, heads = np.empty(hi - lo, np.int64), np.empty(hi - lo, np.int64)
+        ns, nh = revalue_scan_nb(self.book.a.positions, self.book.a.portfolios, lo, hi, PositionStatus.FREE, self.eps,
+                                 self.last_qty, self.last_mv, self.last_w, self.last_status, self.last_ie,
+                                 self.last_ie_pct, slots, heads)
+        return slots[:ns], heads[:nh]
 
     def _pct(self, slots: np.ndarray, value: np.ndarray) -> np.ndarray:
         total = self._totals(np.maximum(self.book.a.positions["portfolio"][slots], 0)).astype(np.float64)
@@ -296,22 +290,19 @@ class ChangeCapture:
             slot=slots, pf=pf, inst=inst, names=self.names())
 
     def states(self, ps: np.ndarray) -> States:
-        """PortfolioState and MarginRequirement numbers, vectorized (the formulas of kernels.views)."""
+        """PortfolioState and MarginRequirement numbers (the formulas of kernels.views, compiled:
+        ``state_rows_nb``)."""
         book = self.book
-        rows = book.a.portfolios[ps]
-        cash = rows["cash_base"]
-        invested = rows["long_mv"] + rows["short_mv"]
-        gross = rows["long_mv"] - rows["short_mv"]
-        total = cash + invested
-        im, mm = rows["init_margin"], rows["maint_margin"]
-        avail = np.maximum(0, total - im)
-        avail_cash = np.maximum(0, np.minimum(cash, total - im))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lev = np.where(gross == 0, 0.0, np.where(total <= 0, np.inf, gross / np.where(total == 0, 1, total)))
-        long_only = (rows["flags"] & PF_LONG_ONLY) != 0
-        bp = np.where(long_only, avail_cash, avail * 2)  # Reg T: excess / 0.5
+        ps = np.asarray(ps, np.int64)
+        n = len(ps)
+        F = book.a.portfolios.dtype
+        money = [np.empty(n, F["cash_base"]) for _ in range(10)]
+        total, cash, invested, avail_cash, im, avail, im2, mm, excess, bp = money
+        lev, count, upd = np.empty(n, np.float64), np.empty(n, F["position_count"]), np.empty(n, F["updated_ns"])
+        state_rows_nb(book.a.portfolios, ps, PF_LONG_ONLY, total, cash, invested, avail_cash, im, avail, lev, count,
+                      im2, mm, excess, bp, upd)
         states = States(self.ids(book.portfolio_ids.ids)[ps], total, cash, invested, avail_cash, im, avail,
-                      lev, rows["position_count"].copy(), im.copy(), mm.copy(), total - mm, bp, rows["updated_ns"].copy())
+                        lev, count, im2, mm, excess, bp, upd)
         if self.perf_fn is not None:
             states.performance = self.perf_fn(ps)
         return states
@@ -351,30 +342,29 @@ class ChangeCapture:
         """SECTOR, GEOGRAPHIC, CURRENCY and ASSET_CLASS rows of the portfolios ps. ``record`` (the
         time series): the categories whose value changed since their last row and whose percentage
         moved more than epsilon, or to or from zero; every non-zero one of a portfolio whose
-        heartbeat is due. Otherwise (a whole map): every non-zero category."""
+        heartbeat is due. Otherwise (a whole map): every non-zero category. One compiled pass per
+        type (``aggregate_rows_nb``) into columns sized for every category of every portfolio."""
         book = self.book
         a = book.a
+        ps = np.asarray(ps, np.int64)
         totals = self._totals(ps).astype(np.float64)
-        force = self.exp_force[ps] if record else None
-        parts = []
-        for etype, (t, field) in enumerate(self._AGGREGATES, 1):
-            _, lims = book._exposure_axis(t)
-            vals = getattr(a, field)[ps]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                pct = np.where(totals[:, None] != 0, vals / np.where(totals == 0, 1, totals)[:, None], 0.0)
-            if record:
-                last_v, last_p = self._last_agg(t, vals.shape[1])
-                lv, lp = last_v[ps, : vals.shape[1]], last_p[ps, : vals.shape[1]]
-                emit = (vals != lv) & ((np.abs(pct - lp) > self.eps) | (vals == 0) | (lv == 0))
-                emit |= force[:, None] & (vals != 0)
-                r, c = np.nonzero(emit)
-                last_v[ps[r], c], last_p[ps[r], c] = vals[r, c], pct[r, c]
-            else:
-                r, c = np.nonzero(vals)
-            parts.append(self._exposure_rows(ps[r], etype, c, vals[r, c], pct[r, c], lims[ps[r], c].astype(np.float64)))
+        force = self.exp_force[ps] if record else np.zeros(len(ps), np.bool_)
+        axes = [(etype, getattr(a, field), book._exposure_axis(t)[1], t)
+                for etype, (t, field) in enumerate(self._AGGREGATES, 1)]
+        m = len(ps) * sum(vals.shape[1] for _, vals, _, _ in axes)
+        pf, cat, value = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+        et = np.empty(m, np.int8)
+        pct, limit, util = np.empty(m), np.empty(m), np.empty(m)
+        k = 0
+        empty = np.zeros((0, 0))
+        for etype, vals, lims, t in axes:
+            last_v, last_p = self._last_agg(t, vals.shape[1]) if record else (empty.astype(np.int64), empty)
+            k = aggregate_rows_nb(ps, totals, vals, lims, last_v, last_p, force, self.eps, record, etype, k,
+                                  pf, et, cat, value, pct, limit, util)
         if record:
             self.exp_force[ps] = False
-        return Exposures.concat(parts)
+        return Exposures(None, None, None, value[:k], pct[:k], limit[:k], util[:k], pf=pf[:k], etype=et[:k],
+                         cat=cat[:k], names=self.names())
 
     def _last_agg(self, t: str, C: int) -> tuple[np.ndarray, np.ndarray]:
         """(value, percentage) last written per (portfolio, category) of an aggregate type."""
@@ -397,24 +387,18 @@ class ChangeCapture:
         return Exposures.concat([self.instrument_exposures(heads, record=False, nonzero=True),
                                  self.aggregate_exposures(ps, record=False)])
 
-    def _exposure_rows(self, pf, etype: int, cat, value, pct, limit) -> Exposures:
-        """Rows of one ExposureType (``cat``: indexes into its category list), ids left as ints."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            util = np.where(limit > 0, np.abs(pct) / limit, np.nan)
-        return Exposures(None, None, None, value.astype(np.int64), pct, limit, util, pf=np.asarray(pf, np.int64),
-                         etype=np.full(len(pf), etype, np.int8), cat=np.asarray(cat, np.int64), names=self.names())
-
     def _cash(self, ps: np.ndarray) -> list:
+        """(portfolio id, currency, cents) rows: non-zero balances, and zero ones of currencies the
+        portfolio has held or has exposure in (a balance back at 0 must overwrite the old row)."""
         book = self.book
-        c = book.a.cash[ps][:, : len(book.currency_ids)]
-        # non-zero balances, and zero ones of currencies the portfolio has held (a balance back at 0
-        # must overwrite the old row): a currency with any exposure row or cash ever is cheap to include
-        C = c.shape[1]
-        held = (c != 0) | (book.a.exp_currency[ps][:, :C] != 0) | self.ccy_seen[ps, :C]
-        self.ccy_seen[ps, :C] |= c != 0
-        r, k = np.nonzero(held)
-        return [(book.portfolio_ids.ids[p], book.currency_ids.ids[x], int(v))
-                for p, x, v in zip(ps[r].tolist(), k.tolist(), c[r, k].tolist())]
+        a = book.a
+        ps = np.asarray(ps, np.int64)
+        C = len(book.currency_ids)
+        m = len(ps) * C
+        pf, ccy, amount = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, a.cash.dtype)
+        k = cash_rows_nb(a.cash, a.exp_currency, self.ccy_seen, ps, C, pf, ccy, amount)
+        return list(zip(self.ids(book.portfolio_ids.ids)[pf[:k]].tolist(),
+                        self.ids(book.currency_ids.ids)[ccy[:k]].tolist(), amount[:k].tolist()))
 
     def _redis_lists(self, P: int) -> tuple[dict, Exposures | None]:
         """Whole position lists (ACTIVE, PENDING, SUSPENDED; not CLOSED or FREE) and whole exposure

@@ -10,7 +10,8 @@ for PostgreSQL, its two, each with its watermark: ADR 0019), retries a failed
 write after reconnecting (and skips it if the watermark shows it committed; a
 write never committed stops everything after it), keeps Redis current
 (coalesced while Redis is away), rests after each live write so that writing
-takes at most sink.max_busy of its time (ADR 0018), and drains on shutdown.
+takes at most sink.max_busy of its time (ADR 0018), runs under SCHED_IDLE so that
+it only takes a core the engine does not want (ADR 0024), and drains on shutdown.
 Runs on: its own thread ("pstate-sink"). Imports: daemon.capture, daemon.recovery, persistence.
 """
 from __future__ import annotations
@@ -91,6 +92,7 @@ class WriteBehind:
         self.write_s = 0.0
         self.rest_s = 0.0            # time spent waiting after writes (sink.max_busy)
         self.retries = 0
+        self.sched = "not started"  # the thread's scheduling policy (sink.sched_idle)
         self._run_id = uuid.uuid4().hex[:16]   # with a counter: names each transaction (the lost-answer check)
         self._txns = 0
         self._stopping = threading.Event()
@@ -139,7 +141,7 @@ class WriteBehind:
         lag = committed_seq - max(self.persisted, 0)
         return {"backend": self.store.name, "persisted_seq": self.persisted, "lag_records": lag,
                 "store_error": self.store_error, "cache": self.cache is not None, "cache_error": self.cache_error,
-                "catching_up": self.catching_up, "queued": self.q.qsize(), "rows_written": self.rows,
+                "catching_up": self.catching_up, "sched": self.sched, "queued": self.q.qsize(), "rows_written": self.rows,
                 "transactions": self.transactions, "retries": self.retries,
                 "busy": self.write_s / (self.write_s + self.rest_s) if self.write_s else 0.0,
                 "rows_per_s_writing": self.rows / self.write_s if self.write_s else 0.0,
@@ -155,7 +157,19 @@ class WriteBehind:
         return None
 
     # ------------------------------------------------------------------ thread
+    def _yield_cpu(self) -> None:
+        """SCHED_IDLE for this thread (sink.sched_idle, ADR 0024): threads it starts inherit it."""
+        self.sched = "normal"
+        if not self.cfg.sched_idle:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            self.sched = "idle"
+        except (AttributeError, OSError) as e:  # not Linux, or refused: the normal policy, said once
+            log.warning("write-behind thread: SCHED_IDLE not available (%s); it runs at the normal policy", e)
+
     def _main(self) -> None:
+        self._yield_cpu()
         try:
             asyncio.run(self._run())
         except Exception:

@@ -263,13 +263,18 @@ def _client_cpu() -> float:
     return t.user + t.system
 
 
+#: --profile-gil: sample only the thread holding the GIL (py-spy --gil), to see who keeps the engine waiting
+PY_SPY_GIL = False
+
+
 def _py_spy(pid: int, out_dir: str, name: str, seconds: float):
     exe = shutil.which("py-spy")
     if not exe:
         return None
     os.makedirs(out_dir, exist_ok=True)
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                             "--rate", "250", "--nonblocking", "--format", "raw", "-o",
+                             "--rate", "250", "--nonblocking", "--format", "raw", *(["--gil"] if PY_SPY_GIL else []),
+                             "-o",
                              os.path.join(out_dir, f"{name}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -628,7 +633,11 @@ def main(argv=None) -> int:
     ap.add_argument("--phases", help="run only these phases, e.g. open100 (from single_w1, single, cols100, "
                                      "cols1000, rows100, open100, open_single; default: all)")
     ap.add_argument("--profile", metavar="DIR", help="record the server with py-spy (raw collapsed stacks) per phase")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="with --profile: sample only the thread holding the GIL (py-spy --gil)")
     args = ap.parse_args(argv)
+    global PY_SPY_GIL
+    PY_SPY_GIL = args.profile_gil
     args.portfolios = args.portfolios or (200 if args.quick else 1000)
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
     args.open_seconds = args.open_seconds or (2.0 if args.quick else 10.0)

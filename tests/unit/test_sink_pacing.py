@@ -4,6 +4,7 @@ The pacing runs the real WriteBehind thread against an in-memory store (a port
 implementation, as the unit tests allow); the upsert runs against a real DuckDB file.
 """
 import asyncio
+import os
 import threading
 import time
 
@@ -156,3 +157,29 @@ def test_a_write_that_never_committed_stops_everything_after_it(tmp_path):
     assert not wb.thread.is_alive()
     # a later watermark would have skipped record 1's rows for good: nothing after it was written
     assert store.mark == -1 and not store.starts and wb.persisted == -1
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_the_thread_runs_under_sched_idle_unless_told_not_to(tmp_path, idle):
+    """sink.sched_idle: the write-behind thread, and the executor threads its loop starts, run
+    under SCHED_IDLE, so that they take a core only when the engine does not want it."""
+    settings = load(None, [f"journal.data_dir={tmp_path}", f"sink.sched_idle={str(idle).lower()}"])
+    wb = WriteBehind(settings, -1, "j", store=_SlowStore(0.0))
+    wb.start()
+    try:
+        deadline = time.time() + 10
+        while wb.sched == "not started" and time.time() < deadline:
+            time.sleep(0.01)
+        want = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        assert wb.sched == ("idle" if idle else "normal")
+        assert os.sched_getscheduler(wb.thread.native_id) == want
+        assert wb.offer(_cs(1, ["p0"], [1]))  # the loop's executor thread takes it: one is started now
+        while wb.persisted < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert wb.persisted == 1
+        workers = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
+        assert workers and all(os.sched_getscheduler(t.native_id) == want for t in workers)
+        assert wb.status(1)["sched"] == wb.sched
+    finally:
+        assert wb.drain(10.0)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's own policy is untouched
