@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,10 @@ def psql_admin(sql: str) -> None:
     asyncio.run(go())
 
 
+#: the command that runs the daemon's CLI (--daemon-cmd: another build, for an A/B run)
+DAEMON_CMD = [sys.executable, "-m", "portfolio_state.daemon.cli"]
+
+
 def daemon_run(tmp: str, sink_args: list[str], seconds: float, rate: int) -> dict:
     """One daemon; build a book of 1,000 portfolios x 20 positions; offer `rate` updates/s open loop."""
     import zmq
@@ -141,7 +146,7 @@ def daemon_run(tmp: str, sink_args: list[str], seconds: float, rate: int) -> dic
     port = free_port()
     data = tempfile.mkdtemp(dir=tmp)
     log = open(os.path.join(data, "daemon.log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "portfolio_state.daemon.cli", "run", "--command",
+    proc = subprocess.Popen([*DAEMON_CMD, "run", "--command",
                              f"tcp://127.0.0.1:{port}", "--events", f"tcp://127.0.0.1:{free_port()}", "--set",
                              f"journal.data_dir={data}", *sink_args], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -225,23 +230,33 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--rate", type=int, default=100_000)
+    ap.add_argument("--reps", type=int, default=3,
+                    help="daemon runs with the write-behind, each between two without it (off, on, off, on, ... off); "
+                         "the p99 ratio is median(on) / median(off). Default 3")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the sink-throughput measurement")
+    ap.add_argument("--daemon-cmd", help="command that runs the daemon's CLI (default: this Python, "
+                                         "-m portfolio_state.daemon.cli), e.g. another build for an A/B run")
     args = ap.parse_args()
+    global DAEMON_CMD
+    if args.daemon_cmd:
+        DAEMON_CMD = shlex.split(args.daemon_cmd)
     db = f"pstate_bench_{uuid.uuid4().hex[:8]}"
     psql_admin(f"CREATE DATABASE {db}")
     tmp = tempfile.mkdtemp(prefix="pstate-bench-sink-")
+    thr = None
+    off_args = ["--set", "sink.backend=none"]
+    on_args = ["--set", "sink.backend=postgres", "--set", f"sink.postgres_dsn={PG}/{db}", "--set",
+               "sink.redis_url=redis://127.0.0.1:6379/0", "--set", f"sink.redis_prefix=bench-{db}:"]
+    off, on = [], []
     try:
-        thr = asyncio.run(sink_throughput(f"{PG}/{db}", 20_000 if args.quick else 50_000, 3 if args.quick else 7))
-        print("sink throughput", thr, flush=True)
+        if not args.no_throughput:
+            thr = asyncio.run(sink_throughput(f"{PG}/{db}", 20_000 if args.quick else 50_000, 3 if args.quick else 7))
+            print("sink throughput", thr, flush=True)
         seconds = 5 if args.quick else 20
-        runs = {}
-        for name, sink in (("sink off", ["--set", "sink.backend=none"]),
-                           ("postgres + redis", ["--set", "sink.backend=postgres", "--set",
-                                                 f"sink.postgres_dsn={PG}/{db}", "--set",
-                                                 "sink.redis_url=redis://127.0.0.1:6379/0", "--set",
-                                                 f"sink.redis_prefix=bench-{db}:"]),
-                           ("sink off (again)", ["--set", "sink.backend=none"])):
-            runs[name] = daemon_run(tmp, sink, seconds, args.rate)
-            print(name, runs[name], flush=True)
+        for i in range(2 * max(1, args.reps) + 1):  # off, on, off, ..., on, off: each on between two offs
+            r = daemon_run(tmp, on_args if i % 2 else off_args, seconds, args.rate)
+            (on if i % 2 else off).append(r)
+            print("postgres + redis" if i % 2 else "sink off", r, flush=True)
     finally:
         psql_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -251,31 +266,48 @@ def main() -> int:
         keys = list(r.scan_iter(f"bench-{db}:*"))
         if keys:
             r.delete(*keys)
-    off = [runs["sink off"]["p99_us"], runs["sink off (again)"]["p99_us"]]
-    on = runs["postgres + redis"]
+
+    def med(runs, key):
+        return float(np.median([x[key] for x in runs]))
+
+    def each(runs, key):
+        return ", ".join(f"{x[key]:,}" for x in runs)
+
+    lags = [x for x in on if x["lag_median"] is not None]
+    cmd = "python perf/bench_sink.py" + (" --quick" if args.quick else "") + (
+        f" --reps {args.reps}" if args.reps != 3 else "") + (" --no-throughput" if args.no_throughput else "")
     lines = [
         "## bench_sink.py: write-behind",
         "",
-        f"Command: `python perf/bench_sink.py{' --quick' if args.quick else ''}`. {results.stamp()}",
+        f"Command: `{cmd}`. {results.stamp()}",
         "",
         "| figure | measured | baseline (same run) | ratio |",
         "|---|---:|---:|---:|",
-        f"| sink into PostgreSQL, position-change rows/s ({thr['rows_per_txn']:,} per transaction, each also updating "
-        f"its position, one of {thr['positions_held']:,} held; median of {thr['rounds']}) | {thr['copy_rows_per_s']:,.0f} | executemany of the same rows (INSERT + upsert), "
-        f"conversion excluded: {thr['executemany_rows_per_s']:,.0f} | {thr['copy_rows_per_s'] / thr['executemany_rows_per_s']:.1f}x |",
-        f"| daemon p99 at {args.rate:,} updates/s offered (frames of 100), write-behind to PostgreSQL + Redis | "
-        f"{on['p99_us']:,} us | sink off, before and after: {off[0]:,} / {off[1]:,} us | "
-        f"{on['p99_us'] / max(1, np.median(off)):.2f}x |",
-        f"| daemon p50, same runs | {on['p50_us']:,} us | {runs['sink off']['p50_us']:,} / "
-        f"{runs['sink off (again)']['p50_us']:,} us | |",
-        f"| sink lag at {args.rate:,} updates/s (journal records not yet in PostgreSQL; sampled every 250 ms) | "
-        f"median {on['lag_median']}, max {on['lag_max']} | | |",
+    ]
+    if thr is not None:
+        lines.append(
+            f"| sink into PostgreSQL, position-change rows/s ({thr['rows_per_txn']:,} per transaction, each also updating "
+            f"its position, one of {thr['positions_held']:,} held; median of {thr['rounds']}) | {thr['copy_rows_per_s']:,.0f} | "
+            f"executemany of the same rows (INSERT + upsert), conversion excluded: {thr['executemany_rows_per_s']:,.0f} | "
+            f"{thr['copy_rows_per_s'] / thr['executemany_rows_per_s']:.1f}x |")
+    lines += [
+        f"| daemon p99 at {args.rate:,} updates/s offered (frames of 100), write-behind to PostgreSQL + Redis: "
+        f"{'median of %d runs' % len(on) if len(on) > 1 else 'one run'} ({each(on, 'p99_us')} us) | {med(on, 'p99_us'):,.0f} us | sink off, median of the {len(off)} runs "
+        f"around them ({each(off, 'p99_us')} us): {med(off, 'p99_us'):,.0f} us | "
+        f"{med(on, 'p99_us') / max(1.0, med(off, 'p99_us')):.2f}x |",
+        f"| daemon p50, same runs (medians) | {med(on, 'p50_us'):,.0f} us | {med(off, 'p50_us'):,.0f} us | |",
+        f"| sink lag at {args.rate:,} updates/s (journal records not yet in PostgreSQL; sampled every 250 ms): median "
+        f"over the runs of each run's median, and the largest | "
+        + (f"median {np.median([x['lag_median'] for x in lags]):.0f}, max {max(x['lag_max'] for x in lags)}" if lags
+           else "not sampled") + " | | |",
         "",
-        "Replied frames: " + ", ".join(f"{k}: {v['replied']}/{v['frames']}" for k, v in runs.items()) + ". "
-        "Client send lag p99 (actual - intended send), µs: " + ", ".join(
-            f"{k}: {v['send_lag_p99_us']:,.0f}" for k, v in runs.items() if v.get("send_lag_p99_us") is not None) + ". "
-        "One client process pacing frames on a 2-core machine shared with the daemon, PostgreSQL and Redis: "
-        "the client and the servers compete for the same cores, so read the ratio, not the absolute figures.",
+        "Replied frames (off runs; on runs): " + ", ".join(f"{x['replied']}/{x['frames']}" for x in off) + "; "
+        + ", ".join(f"{x['replied']}/{x['frames']}" for x in on) + ". Client send lag p99 (actual - intended send), "
+        "µs, off runs: " + ", ".join(f"{x['send_lag_p99_us']:,.0f}" for x in off if x.get("send_lag_p99_us") is not None)
+        + "; on runs: " + ", ".join(f"{x['send_lag_p99_us']:,.0f}" for x in on if x.get("send_lag_p99_us") is not None)
+        + ". One client process pacing frames on a 2-core machine shared with the daemon, PostgreSQL and Redis: the "
+        "client and the servers compete for the same cores, and one run's p99 can be several times another's on a "
+        "shared host, so the runs alternate and the ratio is of medians.",
     ]
     text = "\n".join(lines)
     print(text)
