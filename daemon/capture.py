@@ -3,14 +3,15 @@
 Owns: ``ChangeCapture``. On the hot path it only marks traded slots dirty (one
 vectorized store per run) and appends the few non-trade commands it must copy
 (cash flows, portfolios, instruments, limits). ``take`` then builds one
-``persistence.changes.ChangeSet`` with NumPy gathers: the dirty positions (old
-values are the ones last handed off, so a hand-off that waited coalesces, never
-loses), and on snapshot hand-offs the changed portfolios' state, margin,
-exposures and cash. Cost depends on what changed, never on how many updates
-changed it, except the revaluation pass, which compares a bounded window of
-slots per call.
+``persistence.changes.ChangeSet`` with compiled row builders (kernels/capture.py):
+the dirty positions (old values are the ones last handed off, so a hand-off that
+waited coalesces, never loses), and on snapshot hand-offs the changed portfolios'
+state, margin, exposures and cash. Cost depends on what changed, never on how
+many updates changed it, except the revaluation pass, which compares a bounded
+window of slots per call.
 Runs on: the engine thread (the live book), or the write-behind thread over a
-private scratch book during catch-up. Imports: numpy, daemon.book, persistence.changes.
+private scratch book during catch-up. Imports: numpy, kernels, daemon.book,
+daemon.marks, daemon.marketcapture, persistence.changes.
 """
 from __future__ import annotations
 
@@ -393,7 +394,7 @@ class ChangeCapture:
         book = self.book
         a = book.a
         ps = np.asarray(ps, np.int64)
-        C = len(book.currency_ids)
+        C = min(len(book.currency_ids), a.cash.shape[1])
         m = len(ps) * C
         pf, ccy, amount = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, a.cash.dtype)
         k = cash_rows_nb(a.cash, a.exp_currency, self.ccy_seen, ps, C, pf, ccy, amount)

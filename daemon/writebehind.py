@@ -92,7 +92,7 @@ class WriteBehind:
         self.write_s = 0.0
         self.rest_s = 0.0            # time spent waiting after writes (sink.max_busy)
         self.retries = 0
-        self.sched = "not started"  # the thread's scheduling policy (sink.sched_idle)
+        self.sched = "normal"      # the thread's scheduling policy: "idle" once caught up (sink.sched_idle)
         self._run_id = uuid.uuid4().hex[:16]   # with a counter: names each transaction (the lost-answer check)
         self._txns = 0
         self._stopping = threading.Event()
@@ -158,18 +158,19 @@ class WriteBehind:
 
     # ------------------------------------------------------------------ thread
     def _yield_cpu(self) -> None:
-        """SCHED_IDLE for this thread (sink.sched_idle, ADR 0024): threads it starts inherit it."""
-        self.sched = "normal"
-        if not self.cfg.sched_idle:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            self.sched = "idle"
-        except (AttributeError, OSError) as e:  # not Linux, or refused: the normal policy, said once
-            log.warning("write-behind thread: SCHED_IDLE not available (%s); it runs at the normal policy", e)
+        """SCHED_IDLE for this thread once it has caught up (sink.sched_idle, ADR 0024); threads
+        it starts from then on inherit it. The catch-up after a start runs at the normal policy:
+        it holds the GIL for whole chunks, and a starved holder would keep the engine waiting."""
+        sched = "normal"
+        if self.cfg.sched_idle:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+                sched = "idle"
+            except (AttributeError, OSError) as e:  # not Linux, or refused: the normal policy, said once
+                log.warning("write-behind thread: SCHED_IDLE not available (%s); it runs at the normal policy", e)
+        self.sched = sched
 
     def _main(self) -> None:
-        self._yield_cpu()
         try:
             asyncio.run(self._run())
         except Exception:
@@ -213,6 +214,7 @@ class WriteBehind:
         try:
             if self.persisted < self.start_seq:
                 await self._catch_up()
+            self._yield_cpu()
             self.catching_up = False
             await self._serve(loop)
         except _Stopped:

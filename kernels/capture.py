@@ -1,10 +1,12 @@
-"""The write-behind capture's per-row work, compiled: position rows, exposure rows, the revaluation scan.
+"""The write-behind capture's per-row work, compiled: position, exposure, state and cash rows,
+and the revaluation scan.
 
 Owns: ``position_rows_nb`` (a hand-off's position rows from the book, and the values last
 handed off, which it advances), ``instrument_rows_nb`` (INSTRUMENT exposure rows of head
-slots), ``aggregate_rows_nb`` (SECTOR .. ASSET_CLASS rows of snapshot portfolios), ``state_rows_nb``
-and ``cash_rows_nb`` (their state, margin and cash rows) and ``revalue_scan_nb`` (a bounded
-window of slots compared with what was last handed off). Runs on: the engine thread at each write-behind tick (or the write-behind thread over a
+slots), ``aggregate_rows_nb`` (SECTOR .. ASSET_CLASS rows of snapshot portfolios),
+``state_rows_nb`` and ``cash_rows_nb`` (their state, margin and cash rows) and
+``revalue_scan_nb`` (a bounded window of slots compared with what was last handed off).
+Runs on: the engine thread at each write-behind tick (or the write-behind thread over a
 scratch book during catch-up). Imports: numpy, numba, kernels.
 
 They replace chains of NumPy gathers over the book's structured arrays (each field a strided

@@ -636,6 +636,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-gil", action="store_true",
                     help="with --profile: sample only the thread holding the GIL (py-spy --gil)")
     args = ap.parse_args(argv)
+    if args.profile_gil and not args.profile:
+        ap.error("--profile-gil needs --profile DIR")
     global PY_SPY_GIL
     PY_SPY_GIL = args.profile_gil
     args.portfolios = args.portfolios or (200 if args.quick else 1000)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write-behind benchmark: sink throughput into PostgreSQL, and the daemon with the sink on and off.
 
-    python perf/bench_sink.py            # about 2 minutes; writes its section of perf/RESULTS.md
+    python perf/bench_sink.py            # about 5 minutes; writes its section of perf/RESULTS.md
     python perf/bench_sink.py --quick --no-write
 
 Owns: two measurements, each against a baseline taken in the same run.
@@ -13,8 +13,9 @@ Owns: two measurements, each against a baseline taken in the same run.
     1 ms from one DEALER; latency from each frame's intended send time) with
     sink.backend=none versus postgres + Redis: p50/p99 of both, the sink's lag
     (journal seq - persisted seq) sampled every 250 ms, and its rows/s.
-Servers: the machine's PostgreSQL (127.0.0.1:5432, a temporary database) and
-Redis (a key prefix), or the harness's throwaway ones (perf/servers.py).
+Servers: the machine's PostgreSQL (127.0.0.1:5432, a temporary database per run
+with the write-behind, and one for the throughput) and Redis (a key prefix each),
+or the harness's throwaway ones (perf/servers.py).
 Runs on: this process and one daemon child at a time. Imports: asyncpg, numpy, zmq, hdrh, perf, portfolio_state.
 """
 from __future__ import annotations
@@ -240,32 +241,47 @@ def main() -> int:
     global DAEMON_CMD
     if args.daemon_cmd:
         DAEMON_CMD = shlex.split(args.daemon_cmd)
-    db = f"pstate_bench_{uuid.uuid4().hex[:8]}"
-    psql_admin(f"CREATE DATABASE {db}")
+    if args.reps < 1:
+        ap.error("--reps must be at least 1")
+    run_id = uuid.uuid4().hex[:8]
+    dbs: list[str] = []
+
+    def new_db() -> str:  # every run with the write-behind starts from an empty store, as the first did
+        db = f"pstate_bench_{run_id}_{len(dbs)}"
+        psql_admin(f"CREATE DATABASE {db}")
+        dbs.append(db)
+        return db
+
     tmp = tempfile.mkdtemp(prefix="pstate-bench-sink-")
     thr = None
     off_args = ["--set", "sink.backend=none"]
-    on_args = ["--set", "sink.backend=postgres", "--set", f"sink.postgres_dsn={PG}/{db}", "--set",
-               "sink.redis_url=redis://127.0.0.1:6379/0", "--set", f"sink.redis_prefix=bench-{db}:"]
     off, on = [], []
     try:
         if not args.no_throughput:
-            thr = asyncio.run(sink_throughput(f"{PG}/{db}", 20_000 if args.quick else 50_000, 3 if args.quick else 7))
+            thr = asyncio.run(sink_throughput(f"{PG}/{new_db()}", 20_000 if args.quick else 50_000,
+                                              3 if args.quick else 7))
             print("sink throughput", thr, flush=True)
         seconds = 5 if args.quick else 20
-        for i in range(2 * max(1, args.reps) + 1):  # off, on, off, ..., on, off: each on between two offs
-            r = daemon_run(tmp, on_args if i % 2 else off_args, seconds, args.rate)
+        for i in range(2 * args.reps + 1):  # off, on, off, ..., on, off: each on between two offs
+            if i % 2:
+                db = new_db()
+                sink_args = ["--set", "sink.backend=postgres", "--set", f"sink.postgres_dsn={PG}/{db}", "--set",
+                             "sink.redis_url=redis://127.0.0.1:6379/0", "--set", f"sink.redis_prefix=bench-{db}:"]
+            else:
+                sink_args = off_args
+            r = daemon_run(tmp, sink_args, seconds, args.rate)
             (on if i % 2 else off).append(r)
             print("postgres + redis" if i % 2 else "sink off", r, flush=True)
     finally:
-        psql_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         shutil.rmtree(tmp, ignore_errors=True)
         import redis
 
         r = redis.Redis()
-        keys = list(r.scan_iter(f"bench-{db}:*"))
-        if keys:
-            r.delete(*keys)
+        for db in dbs:
+            psql_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            keys = list(r.scan_iter(f"bench-{db}:*"))
+            if keys:
+                r.delete(*keys)
 
     def med(runs, key):
         return float(np.median([x[key] for x in runs]))
@@ -275,7 +291,9 @@ def main() -> int:
 
     lags = [x for x in on if x["lag_median"] is not None]
     cmd = "python perf/bench_sink.py" + (" --quick" if args.quick else "") + (
-        f" --reps {args.reps}" if args.reps != 3 else "") + (" --no-throughput" if args.no_throughput else "")
+        f" --reps {args.reps}" if args.reps != 3 else "") + (" --no-throughput" if args.no_throughput else "") + (
+        f" --rate {args.rate}" if args.rate != 100_000 else "") + (
+        f" --daemon-cmd '{args.daemon_cmd}'" if args.daemon_cmd else "")
     lines = [
         "## bench_sink.py: write-behind",
         "",
@@ -292,8 +310,8 @@ def main() -> int:
             f"{thr['copy_rows_per_s'] / thr['executemany_rows_per_s']:.1f}x |")
     lines += [
         f"| daemon p99 at {args.rate:,} updates/s offered (frames of 100), write-behind to PostgreSQL + Redis: "
-        f"{'median of %d runs' % len(on) if len(on) > 1 else 'one run'} ({each(on, 'p99_us')} us) | {med(on, 'p99_us'):,.0f} us | sink off, median of the {len(off)} runs "
-        f"around them ({each(off, 'p99_us')} us): {med(off, 'p99_us'):,.0f} us | "
+        f"{'median of %d runs' % len(on) if len(on) > 1 else 'one run'} ({each(on, 'p99_us')} us) | "
+        f"{med(on, 'p99_us'):,.0f} us | sink off, median of the {len(off)} runs around them ({each(off, 'p99_us')} us): {med(off, 'p99_us'):,.0f} us | "
         f"{med(on, 'p99_us') / max(1.0, med(off, 'p99_us')):.2f}x |",
         f"| daemon p50, same runs (medians) | {med(on, 'p50_us'):,.0f} us | {med(off, 'p50_us'):,.0f} us | |",
         f"| sink lag at {args.rate:,} updates/s (journal records not yet in PostgreSQL; sampled every 250 ms): median "

@@ -97,6 +97,8 @@ def ref_cash(cap: ChangeCapture, ps):
 
 # ------------------------------------------------------------------ the comparison
 def _rows(e):
+    assert (e.pf.dtype, e.etype.dtype, e.cat.dtype, e.value.dtype) == (np.int64, np.int8, np.int64, np.int64)
+    assert e.pct.dtype == e.limit.dtype == e.util.dtype == np.float64
     return np.rec.fromarrays([e.pf, e.etype.astype(np.int64), e.cat, e.value, e.pct, e.limit, e.util])
 
 

@@ -159,16 +159,19 @@ def test_a_write_that_never_committed_stops_everything_after_it(tmp_path):
     assert store.mark == -1 and not store.starts and wb.persisted == -1
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 @pytest.mark.parametrize("idle", [True, False])
-def test_the_thread_runs_under_sched_idle_unless_told_not_to(tmp_path, idle):
-    """sink.sched_idle: the write-behind thread, and the executor threads its loop starts, run
-    under SCHED_IDLE, so that they take a core only when the engine does not want it."""
+def test_the_thread_runs_under_sched_idle_once_caught_up_unless_told_not_to(tmp_path, idle):
+    """sink.sched_idle: once caught up, the write-behind thread, and the executor threads its loop
+    starts from then on, run under SCHED_IDLE, so that they take a core only when the engine
+    does not want it."""
     settings = load(None, [f"journal.data_dir={tmp_path}", f"sink.sched_idle={str(idle).lower()}"])
     wb = WriteBehind(settings, -1, "j", store=_SlowStore(0.0))
+    before = {t.ident for t in threading.enumerate()}
     wb.start()
     try:
         deadline = time.time() + 10
-        while wb.sched == "not started" and time.time() < deadline:
+        while wb.catching_up and time.time() < deadline:
             time.sleep(0.01)
         want = os.SCHED_IDLE if idle else os.SCHED_OTHER
         assert wb.sched == ("idle" if idle else "normal")
@@ -177,7 +180,7 @@ def test_the_thread_runs_under_sched_idle_unless_told_not_to(tmp_path, idle):
         while wb.persisted < 1 and time.time() < deadline:
             time.sleep(0.01)
         assert wb.persisted == 1
-        workers = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
+        workers = [t for t in threading.enumerate() if t.ident not in before and t is not wb.thread]
         assert workers and all(os.sched_getscheduler(t.native_id) == want for t in workers)
         assert wb.status(1)["sched"] == wb.sched
     finally:
