@@ -10,8 +10,8 @@ for PostgreSQL, its two, each with its watermark: ADR 0019), retries a failed
 write after reconnecting (and skips it if the watermark shows it committed; a
 write never committed stops everything after it), keeps Redis current
 (coalesced while Redis is away), rests after each live write so that writing
-takes at most sink.max_busy of its time (ADR 0018), runs under SCHED_IDLE so that
-it only takes a core the engine does not want (ADR 0024), and drains on shutdown.
+takes at most sink.max_busy of its time (ADR 0018), can run under SCHED_IDLE once
+caught up (sink.sched_idle, ADR 0024), and drains on shutdown.
 Runs on: its own thread ("pstate-sink"). Imports: daemon.capture, daemon.recovery, persistence.
 """
 from __future__ import annotations
