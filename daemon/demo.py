@@ -51,10 +51,10 @@ def demo(args) -> int:
                 return 1
             time.sleep(0.05)
         with Client(cmd_ep, timeout=30.0) as c, Client(cmd_ep, timeout=30.0) as probe:
-            slots, portfolios, instruments, prices = _build(c, args, rng)
+            slots, portfolios, instruments, prices, opened = _build(c, args, rng)
             _say(f"book ready in {time.time() - t_start:.1f}s: {args.portfolios} portfolios, {args.instruments} "
                  f"instruments, {len(slots)} positions")
-            sent, seconds = _stream(c, probe, args, rng, slots, portfolios, instruments, prices)
+            sent, seconds = _stream(c, probe, args, rng, slots, portfolios, instruments, prices, opened)
             _report(c, sent, seconds)
         return 0
     finally:
@@ -95,21 +95,25 @@ def _build(c: Client, args, rng):
     # open every position with a buy so the stream trades around real holdings
     slots, pfs = np.array(slots, np.int32), np.array(pfs, np.int32)
     px = np.array([prices[f"I{k:05d}"] for k in inst_of_slot])
+    opened = rng.integers(10, 500, len(slots)).astype(np.float64)
     for k in range(0, len(slots), 5000):
         sl = slice(k, k + 5000)
-        c.update_columns(pfs[sl], slots[sl], np.zeros(len(slots[sl]), np.int8),
-                         rng.integers(10, 500, len(slots[sl])).astype(np.float64), px[sl])
-    return slots, pfs, inst_of_slot, prices
+        c.update_columns(pfs[sl], slots[sl], np.zeros(len(slots[sl]), np.int8), opened[sl], px[sl])
+    return slots, pfs, inst_of_slot, prices, opened
 
 
-def _stream(c: Client, probe: Client, args, rng, slots, portfolios, inst_of_slot, prices):
+def _stream(c: Client, probe: Client, args, rng, slots, portfolios, inst_of_slot, prices, opened):
     """Pipelined column frames (a window of frames in flight) plus a price-tick frame every tenth frame.
-    Progress comes through ``probe``: a second socket, so no reply of the stream is taken by it."""
+    Trades lean back towards each position's opening size (a desk trading around its holdings, not
+    a drift that piles up millions of units over a run): the chance of a buy falls as the position
+    grows past it. Progress comes through ``probe``: a second socket, so no reply of the stream is
+    taken by it."""
     sock = c.sock
     enc = msgspec.msgpack.Encoder()
     base_px = np.array([prices[f"I{k:05d}"] for k in range(len(prices))])
     inst_ids = [f"I{k:05d}" for k in range(len(prices))]
     window, inflight, sent, frames = 8, 0, 0, 0
+    held = opened.copy()  # this client's view of each position's size (the daemon's may differ by a rejection)
     t0 = time.time()
     last_print = t0
     n = args.batch
@@ -119,10 +123,13 @@ def _stream(c: Client, probe: Client, args, rng, slots, portfolios, inst_of_slot
             break
         while inflight < window:
             pick = rng.integers(0, len(slots), n)
-            kind = np.where(rng.random(n) < 0.55, TradeKind.BUY, TradeKind.SELL).astype(np.int8)
+            p_buy = 0.5 - 0.4 * np.tanh((held[pick] - opened[pick]) / opened[pick])
+            buy = rng.random(n) < p_buy
+            kind = np.where(buy, TradeKind.BUY, TradeKind.SELL).astype(np.int8)
+            qty = rng.integers(1, 20, n).astype(np.float64)
+            np.add.at(held, pick, np.where(buy, qty, -qty))
             px = base_px[inst_of_slot[pick]] * (1 + rng.normal(0, 0.002, n))
-            body = enc.encode(c.columns(portfolios[pick], slots[pick], kind, rng.integers(1, 20, n).astype(np.float64),
-                                        np.round(px, 4), key=new_key()))
+            body = enc.encode(c.columns(portfolios[pick], slots[pick], kind, qty, np.round(px, 4), key=new_key()))
             sock.send_multipart([b"t", body])
             inflight += 1
             sent += n
