@@ -28,6 +28,10 @@ from .marks import DirtySet
 from .marketcapture import MarketCapture
 
 
+#: the (value, percentage) "last written" arrays a whole-map ``aggregate_exposures`` reads none of
+_NO_LAST_AGG = (np.zeros((0, 0), np.int64), np.zeros((0, 0)))
+
+
 def _grow(x: np.ndarray, n: int, fill=0) -> np.ndarray:
     return x if len(x) >= n else np.concatenate([x, np.full(max(n, 2 * len(x)) - len(x), fill, x.dtype)])
 
@@ -357,9 +361,8 @@ class ChangeCapture:
         et = np.empty(m, np.int8)
         pct, limit, util = np.empty(m), np.empty(m), np.empty(m)
         k = 0
-        empty = np.zeros((0, 0))
         for etype, vals, lims, t in axes:
-            last_v, last_p = self._last_agg(t, vals.shape[1]) if record else (empty.astype(np.int64), empty)
+            last_v, last_p = self._last_agg(t, vals.shape[1]) if record else _NO_LAST_AGG
             k = aggregate_rows_nb(ps, totals, vals, lims, last_v, last_p, force, self.eps, record, etype, k,
                                   pf, et, cat, value, pct, limit, util)
         if record:

@@ -39,6 +39,11 @@ def _share_nb(value, total):
     return value / np.float64(total) if total != 0 else 0.0
 
 
+@inline
+def _utilization_nb(share, limit):
+    return abs(share) / limit if limit > 0 else np.nan
+
+
 @kernel(error_model="numpy")
 def position_rows_nb(positions, portfolios, instruments, fx, slots, last_qty, last_mv, last_w, last_cost,
                      last_status, pf, inst, qty, cost, mv, w, status, upd, old_qty, old_mv, old_w):
@@ -89,7 +94,7 @@ def instrument_rows_nb(positions, portfolios, heads, record, last_ie, last_ie_pc
         pct[j] = _share_nb(pos.inst_exp, _total_nb(portfolios, owner))
         lim = portfolios[pos.portfolio].inst_limit
         limit[j] = lim
-        util[j] = abs(pct[j]) / lim if lim > 0 else np.nan
+        util[j] = _utilization_nb(pct[j], lim)
         if record:
             last_ie[h] = pos.inst_exp
             last_ie_pct[h] = pct[j]
@@ -114,7 +119,7 @@ def aggregate_rows_nb(ps, totals, vals, lims, last_v, last_p, force, eps, record
         tot = totals[j]
         for c in range(C):
             v = vals[p, c]
-            share = v / tot if tot != 0 else 0.0
+            share = _share_nb(v, tot)
             if record:
                 lv = last_v[p, c]
                 emit = v != lv and (abs(share - last_p[p, c]) > eps or v == 0 or lv == 0)
@@ -133,7 +138,7 @@ def aggregate_rows_nb(ps, totals, vals, lims, last_v, last_p, force, eps, record
             value[k] = v
             pct[k] = share
             limit[k] = lim
-            util[k] = abs(share) / lim if lim > 0 else np.nan
+            util[k] = _utilization_nb(share, lim)
             k += 1
     return k
 
